@@ -1,0 +1,32 @@
+# Two commands for a fresh clone: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/perpdesk demo
+
+test: $(STAMP)
+	$(BIN)/ruff check perpdesk tests bench
+	$(BIN)/python -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check perpdesk tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_synthetic.py
+	$(BIN)/python bench/bench_carry.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,206 @@
+"""Settings: defaults in code, a ``perpdesk.toml`` file, ``PERPDESK_*`` environment overrides.
+
+Precedence, highest first: explicit keyword overrides (the CLI), environment variables
+(``PERPDESK_CARRY__ENTRY_ANN_PCT=25`` — nested keys joined by ``__``), the TOML file
+(``--config PATH``, else ``$PERPDESK_CONFIG``, else ``./perpdesk.toml`` when present),
+then the defaults below.
+
+Every money amount the platform commits is ``account.bankroll_usd × <something>_pct / 100``
+(cryptarch's rule): ``bankroll_usd`` is the one knob that scales the whole operation.
+Any value that breaks a rule raises :class:`ConfigError` with one line naming the key,
+the value and the rule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from perpdesk.errors import ConfigError
+
+__all__ = [
+    "AccountSettings",
+    "CarrySettings",
+    "ConfigError",
+    "DemoSettings",
+    "PathsSettings",
+    "Settings",
+    "load_settings",
+]
+
+_HOME = Path("~/.perpdesk")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AccountSettings(_Section):
+    """The account: its size is the scale of everything."""
+
+    bankroll_usd: float = Field(
+        100_000.0, gt=0, description="Capital in USD; every amount is a pct of it."
+    )
+
+
+class CarrySettings(_Section):
+    """Funding-rate carry: short perp + long spot while annualised funding stays high.
+
+    Rules after CLRS-style carry studies: enter when annualised funding (rate per
+    settlement × settlements per year × 100, with the symbol's own interval) exceeds
+    ``entry_ann_pct``; exit when it falls below ``exit_ann_pct``.
+    """
+
+    allocation_pct: float = Field(50.0, ge=0, le=100, description="% of bankroll given to carry.")
+    entry_ann_pct: float = Field(
+        20.0, description="Enter when annualised funding is above this (%)."
+    )
+    exit_ann_pct: float = Field(3.0, description="Exit when annualised funding is below this (%).")
+    cost_bps_per_leg: float = Field(
+        8.0, ge=0, description="Fee + slippage per leg per trade (bps)."
+    )
+    min_quote_volume_24h_usd: float = Field(
+        10_000_000.0, ge=0, description="Universe filter: trailing 24h perp quote volume (USD)."
+    )
+    max_positions: int = Field(10, ge=1, description="At most this many pairs at once.")
+    perp_leverage: float = Field(
+        3.0, gt=0, le=125, description="Perp leverage: a slot's capital C buys spot X = C·L/(L+1)."
+    )
+    close_at_end: bool = Field(
+        True, description="Close open pairs at the last timestamp, paying exit costs."
+    )
+
+    @model_validator(mode="after")
+    def _entry_above_exit(self) -> CarrySettings:
+        if self.entry_ann_pct <= self.exit_ann_pct:
+            raise ValueError(
+                f"carry.entry_ann_pct = {self.entry_ann_pct}: must be above "
+                f"carry.exit_ann_pct ({self.exit_ann_pct})"
+            )
+        return self
+
+
+class DemoSettings(_Section):
+    """The embedded synthetic market that ``perpdesk demo`` builds and backtests."""
+
+    seed: int = Field(7, description="Generator seed (same seed, same market).")
+    n_symbols: int = Field(16, ge=1, le=40, description="Number of perps (with their spot legs).")
+    days: int = Field(365, ge=2, le=3660, description="Days of history.")
+    start: str = Field("2024-01-01", pattern=r"^\d{4}-\d{2}-\d{2}$", description="UTC start date.")
+
+
+class PathsSettings(_Section):
+    """Where perpdesk keeps data and run outputs (``~`` is expanded)."""
+
+    data_dir: Path = Field(_HOME / "data", description="Catalogs and caches.")
+    runs_dir: Path = Field(_HOME / "runs", description="Backtest outputs (reports, trades).")
+
+
+class Settings(BaseSettings):
+    """All settings. Frozen; ``content_hash()`` identifies a run's configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PERPDESK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    account: AccountSettings = AccountSettings()
+    carry: CarrySettings = CarrySettings()
+    demo: DemoSettings = DemoSettings()
+    paths: PathsSettings = PathsSettings()
+
+    def content_hash(self) -> str:
+        """Short sha256 of the canonical JSON of every setting that affects results."""
+        payload = self.model_dump(mode="json", exclude={"paths"})
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    def carry_capital_usd(self) -> float:
+        """USD given to the carry layer: bankroll × allocation_pct / 100."""
+        return self.account.bankroll_usd * self.carry.allocation_pct / 100.0
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type):
+            return []
+        if not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _one_line(exc: ValidationError, source: str) -> str:
+    errs = exc.errors(include_url=False)
+    e = errs[0]
+    loc = tuple(e.get("loc", ()))
+    key = ".".join(str(p) for p in loc) or "<settings>"
+    msg = str(e.get("msg", "invalid"))
+    if e.get("type") == "extra_forbidden":
+        known = _known_keys(Settings, loc)
+        rule = "unknown key" + (f" (known: {', '.join(known)})" if known else "")
+        text = f"{key} = {e.get('input')!r}: {rule}"
+    elif e.get("type") == "value_error":
+        text = msg.removeprefix("Value error, ")
+    else:
+        text = f"{key} = {e.get('input')!r}: {msg[0].lower() + msg[1:] if msg else msg}"
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"config error{source}: {text}{more}"
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or ``$PERPDESK_CONFIG``, or ``./perpdesk.toml``), the
+    environment and ``overrides`` (nested dicts by section). Raises :class:`ConfigError`
+    with one line on any bad value, unknown key or unreadable file."""
+    if path is None:
+        env_path = os.environ.get("PERPDESK_CONFIG")
+        if env_path:
+            path = env_path
+        elif Path("perpdesk.toml").is_file():
+            path = "perpdesk.toml"
+    toml_path = Path(path).expanduser() if path is not None else None
+    if toml_path is not None:
+        if not toml_path.is_file():
+            raise ConfigError(f"config error: {toml_path}: no such file")
+        try:
+            tomllib.loads(toml_path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config error: {toml_path}: not valid TOML ({exc})") from None
+
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if toml_path is not None:
+                sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+            return tuple(sources)
+
+    source = f" in {toml_path}" if toml_path is not None else ""
+    try:
+        loaded = _FromFile(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+    return Settings.model_validate(loaded.model_dump())

@@ -1,0 +1,373 @@
+"""The Parquet catalog: columnar market data at rest, partitioned by venue/dataset/symbol/date.
+
+Layout (one directory tree per catalog root)::
+
+    <root>/<venue>/instruments.parquet                  one row per instrument
+    <root>/<venue>/<dataset>/<symbol>/<YYYY-MM>.parquet  monthly partitions (bars, funding, OI)
+    <root>/<venue>/<dataset>/<symbol>/<YYYY-MM-DD>.parquet  daily partitions (tick datasets)
+
+``<symbol>`` is the venue's own id (``BTCUSDT``); the spot leg of a perp lives under the
+same symbol in the ``spot_*`` datasets of the same venue. Every dataset has an int64
+``ts_ns`` column (ns since epoch, UTC; bars are stamped with their open time), strictly
+increasing within a symbol. Writers are atomic (tmp file + rename) and merge with what a
+partition already holds: identical rows dedupe, conflicting rows are an error. Readers
+validate and raise :class:`CatalogError` naming the file, the row and the problem —
+nothing is silently dropped or filled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from perpdesk.domain import Instrument, InstrumentKind
+from perpdesk.errors import CatalogError
+
+NS_PER_S = 1_000_000_000
+
+BAR_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),
+        ("open", pa.float64()),
+        ("high", pa.float64()),
+        ("low", pa.float64()),
+        ("close", pa.float64()),
+        ("volume_base", pa.float64()),
+        ("volume_quote", pa.float64()),
+        ("taker_buy_volume_quote", pa.float64()),
+    ]
+)
+
+FUNDING_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),
+        ("funding_rate", pa.float64()),
+        ("funding_interval_h", pa.int32()),
+        ("mark_price", pa.float64()),
+    ]
+)
+
+OPEN_INTEREST_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),
+        ("open_interest_base", pa.float64()),
+        ("open_interest_usd", pa.float64()),
+    ]
+)
+
+INSTRUMENT_SCHEMA = pa.schema(
+    [
+        ("venue", pa.string()),
+        ("symbol", pa.string()),
+        ("kind", pa.string()),
+        ("base", pa.string()),
+        ("quote", pa.string()),
+        ("tick_size", pa.float64()),
+        ("lot_size", pa.float64()),
+        ("funding_interval_h", pa.int32()),
+        ("funding_cap", pa.float64()),
+        ("funding_floor", pa.float64()),
+    ]
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetSpec:
+    """What a dataset must hold: its schema, which columns may never be NaN/null, and
+    the partition granularity (``month`` or ``day``)."""
+
+    name: str
+    schema: pa.Schema
+    not_null: tuple[str, ...]
+    partition: str = "month"
+
+
+_BAR_RE = re.compile(r"^(perp|spot|mark|index)_bars_(\d+[smhd])$")
+
+_FIXED_SPECS = {
+    "funding": DatasetSpec(
+        "funding", FUNDING_SCHEMA, ("ts_ns", "funding_rate", "funding_interval_h")
+    ),
+    "open_interest": DatasetSpec(
+        "open_interest", OPEN_INTEREST_SCHEMA, ("ts_ns", "open_interest_base", "open_interest_usd")
+    ),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The spec of dataset ``name`` (``funding``, ``open_interest``, ``perp_bars_5m`` …)."""
+    if name in _FIXED_SPECS:
+        return _FIXED_SPECS[name]
+    if _BAR_RE.match(name):
+        return DatasetSpec(name, BAR_SCHEMA, tuple(BAR_SCHEMA.names))
+    raise CatalogError(
+        f"unknown dataset '{name}' (known: funding, open_interest, <kind>_bars_<tf>)"
+    )
+
+
+def bar_interval_s(dataset: str) -> int:
+    """Bar length in seconds from a bar dataset's name (``perp_bars_5m`` → 300)."""
+    m = _BAR_RE.match(dataset)
+    if not m:
+        raise CatalogError(f"'{dataset}' is not a bar dataset")
+    tf = m.group(2)
+    return int(tf[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[tf[-1]]
+
+
+def _partition_keys(ts_ns: np.ndarray, granularity: str) -> np.ndarray:
+    unit = "M" if granularity == "month" else "D"
+    return ts_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]").astype(str)
+
+
+def _partition_bounds(key: str) -> tuple[int, int]:
+    """[start, end) in ns of the partition named ``key`` (``2024-01`` or ``2024-01-31``)."""
+    if len(key) == 7:
+        start = np.datetime64(key, "M")
+        end = start + np.timedelta64(1, "M")
+    else:
+        start = np.datetime64(key, "D")
+        end = start + np.timedelta64(1, "D")
+    return (
+        int(start.astype("datetime64[ns]").astype(np.int64)),
+        int(end.astype("datetime64[ns]").astype(np.int64)),
+    )
+
+
+def fmt_ts(ts_ns: int) -> str:
+    """ISO-8601 UTC rendering of a ns timestamp, for error messages and tables."""
+    return str(np.datetime64(int(ts_ns), "ns").astype("datetime64[s]")) + "Z"
+
+
+def atomic_write_parquet(table: pa.Table, path: Path) -> None:
+    """Write ``table`` to ``path`` via a temporary file and a rename: readers see the old
+    file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def validate_table(table: pa.Table, spec: DatasetSpec, where: str) -> pa.Table:
+    """Check ``table`` against ``spec``; return it cast to the spec's schema.
+
+    Raises :class:`CatalogError` ``"<where>: <problem>"`` for a missing column, a
+    null/NaN in a required column, or ``ts_ns`` that is not strictly increasing (row
+    numbers count data rows from 1).
+    """
+    missing = [n for n in spec.schema.names if n not in table.column_names]
+    if missing:
+        raise CatalogError(f"{where}: missing column(s) {', '.join(missing)}")
+    table = table.select(spec.schema.names)
+    try:
+        table = table.cast(spec.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise CatalogError(f"{where}: column types do not match the schema ({exc})") from None
+    for name in spec.not_null:
+        col = table.column(name)
+        bad = col.is_null()
+        if pa.types.is_floating(col.type):
+            bad = pc.or_(bad, pc.is_nan(col))
+        if pc.any(bad).as_py():
+            row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0]) + 1
+            raise CatalogError(f"{where}: row {row}: {name} is null/NaN")
+    ts = table.column("ts_ns").to_numpy()
+    if ts.size > 1:
+        d = np.diff(ts)
+        if (d <= 0).any():
+            i = int(np.flatnonzero(d <= 0)[0]) + 1
+            what = "duplicates" if d[i - 1] == 0 else "is before"
+            raise CatalogError(
+                f"{where}: row {i + 1}: ts_ns {fmt_ts(ts[i])} {what} row {i} "
+                f"({fmt_ts(ts[i - 1])}); timestamps must be strictly increasing"
+            )
+    return table
+
+
+class Catalog:
+    """A Parquet catalog rooted at ``root`` (see the module docstring for the layout)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+
+    # -- discovery -------------------------------------------------------------------
+    def venues(self) -> list[str]:
+        """Venues present in the catalog (directories holding an instruments file or data)."""
+        if not self.root.is_dir():
+            raise CatalogError(f"catalog {self.root}: no such directory")
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
+    def symbols(self, venue: str, dataset: str) -> list[str]:
+        """Symbols that have at least one partition of ``dataset`` on ``venue``."""
+        d = self.root / venue / dataset
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if p.is_dir() and any(p.glob("*.parquet")))
+
+    def partitions(self, venue: str, dataset: str, symbol: str) -> list[Path]:
+        """Partition files of one symbol, oldest first."""
+        return sorted((self.root / venue / dataset / symbol).glob("[0-9]*.parquet"))
+
+    # -- instruments ---------------------------------------------------------------------
+    def write_instruments(self, venue: str, instruments: Iterable[Instrument]) -> Path:
+        """Write (replace) the venue's instrument table, atomically."""
+        rows = [
+            {
+                "venue": i.venue,
+                "symbol": i.symbol,
+                "kind": str(i.kind),
+                "base": i.base,
+                "quote": i.quote,
+                "tick_size": i.tick_size,
+                "lot_size": i.lot_size,
+                "funding_interval_h": i.funding_interval_h,
+                "funding_cap": i.funding_cap,
+                "funding_floor": i.funding_floor,
+            }
+            for i in instruments
+        ]
+        path = self.root / venue / "instruments.parquet"
+        atomic_write_parquet(pa.Table.from_pylist(rows, schema=INSTRUMENT_SCHEMA), path)
+        return path
+
+    def instruments(self, venue: str) -> dict[tuple[str, InstrumentKind], Instrument]:
+        """The venue's instruments keyed by ``(symbol, kind)``."""
+        path = self.root / venue / "instruments.parquet"
+        if not path.is_file():
+            raise CatalogError(f"{path}: missing (every venue needs its instruments table)")
+        table = pq.read_table(path)
+        missing = [n for n in INSTRUMENT_SCHEMA.names if n not in table.column_names]
+        if missing:
+            raise CatalogError(f"{path}: missing column(s) {', '.join(missing)}")
+        out: dict[tuple[str, InstrumentKind], Instrument] = {}
+        for row_no, r in enumerate(table.to_pylist(), start=1):
+            try:
+                inst = Instrument(
+                    venue=r["venue"],
+                    symbol=r["symbol"],
+                    kind=InstrumentKind(r["kind"]),
+                    base=r["base"],
+                    quote=r["quote"],
+                    tick_size=r["tick_size"],
+                    lot_size=r["lot_size"],
+                    funding_interval_h=r["funding_interval_h"] or 0,
+                    funding_cap=r["funding_cap"],
+                    funding_floor=r["funding_floor"],
+                )
+            except (ValueError, TypeError) as exc:
+                raise CatalogError(f"{path}: row {row_no}: {exc}") from None
+            out[(inst.symbol, inst.kind)] = inst
+        return out
+
+    # -- data ----------------------------------------------------------------------------
+    def write(self, venue: str, dataset: str, symbol: str, table: pa.Table) -> list[Path]:
+        """Validate ``table`` and merge it into the symbol's partitions (atomic per file).
+
+        Rows whose ``ts_ns`` a partition already holds must be identical to the stored
+        ones (they then dedupe); a differing row is a :class:`CatalogError`.
+        """
+        spec = dataset_spec(dataset)
+        table = validate_table(table, spec, f"{venue}/{dataset}/{symbol} (input)")
+        if table.num_rows == 0:
+            return []
+        keys = _partition_keys(table.column("ts_ns").to_numpy(), spec.partition)
+        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(keys)]])
+        written = []
+        for s, e in zip(starts, ends, strict=True):
+            part = table.slice(int(s), int(e - s))
+            path = self.root / venue / dataset / symbol / f"{keys[s]}.parquet"
+            if path.exists():
+                part = self._merge(pq.read_table(path), part, spec, path)
+            atomic_write_parquet(part, path)
+            written.append(path)
+        return written
+
+    @staticmethod
+    def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, path: Path) -> pa.Table:
+        old = validate_table(old, spec, str(path))
+        both = pa.concat_tables([old, new])
+        order = pc.sort_indices(both, sort_keys=[("ts_ns", "ascending")])
+        both = both.take(order)
+        ts = both.column("ts_ns").to_numpy()
+        dup = np.flatnonzero(np.diff(ts) == 0)
+        if dup.size:
+            keep = np.ones(len(ts), dtype=bool)
+            for i in dup:
+                a, b = (
+                    both.slice(int(i), 1).to_pylist()[0],
+                    both.slice(int(i) + 1, 1).to_pylist()[0],
+                )
+                if a != b:
+                    raise CatalogError(
+                        f"{path}: ts_ns {fmt_ts(ts[i])} already stored with different values "
+                        f"({a} vs {b})"
+                    )
+                keep[i + 1] = False
+            both = both.filter(pa.array(keep))
+        return both
+
+    def read(
+        self,
+        venue: str,
+        dataset: str,
+        symbol: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> pa.Table:
+        """Rows of ``symbol`` with ``start_ns <= ts_ns < end_ns``, validated file by file
+        and across file boundaries. An unknown symbol is a :class:`CatalogError`."""
+        spec = dataset_spec(dataset)
+        files = self.partitions(venue, dataset, symbol)
+        if not files:
+            known = self.symbols(venue, dataset)
+            hint = f"known: {', '.join(known[:20])}" if known else "dataset is empty"
+            raise CatalogError(f"{self.root / venue / dataset}: unknown symbol '{symbol}' ({hint})")
+        tables = []
+        prev_last: tuple[int, Path] | None = None
+        for path in files:
+            lo, hi = _partition_bounds(path.stem)
+            if (start_ns is not None and hi <= start_ns) or (end_ns is not None and lo >= end_ns):
+                continue
+            try:
+                raw = pq.read_table(path)
+            except (OSError, pa.ArrowInvalid) as exc:
+                raise CatalogError(f"{path}: unreadable Parquet ({exc})") from None
+            t = validate_table(raw, spec, str(path))
+            if t.num_rows:
+                ts = t.column("ts_ns").to_numpy()
+                if ts[0] < lo or ts[-1] >= hi:
+                    raise CatalogError(f"{path}: rows outside the partition's period {path.stem}")
+                if prev_last is not None and ts[0] <= prev_last[0]:
+                    raise CatalogError(
+                        f"{path}: row 1: ts_ns {fmt_ts(ts[0])} is not after the last row of "
+                        f"{prev_last[1].name}"
+                    )
+                prev_last = (int(ts[-1]), path)
+            tables.append(t)
+        table = pa.concat_tables(tables) if tables else spec.schema.empty_table()
+        if start_ns is not None or end_ns is not None:
+            ts = table.column("ts_ns")
+            mask = pa.array(np.ones(table.num_rows, dtype=bool))
+            if start_ns is not None:
+                mask = pc.and_(mask, pc.greater_equal(ts, start_ns))
+            if end_ns is not None:
+                mask = pc.and_(mask, pc.less(ts, end_ns))
+            table = table.filter(mask)
+        return table

@@ -1,0 +1,18 @@
+"""Immutable value types shared by every room of perpdesk. No I/O here.
+
+Units are in the field names: ``ts_ns`` is nanoseconds since the Unix epoch (UTC),
+``*_usd`` is quote currency (USDT treated as USD), ``funding_rate`` is a fraction per
+settlement (``0.0001`` = 0.01 %), ``*_h`` is hours.
+"""
+
+from perpdesk.domain.events import Bar, FundingSettlement, OpenInterest
+from perpdesk.domain.instruments import Instrument, InstrumentKind, annualise_rate
+
+__all__ = [
+    "Bar",
+    "FundingSettlement",
+    "Instrument",
+    "InstrumentKind",
+    "OpenInterest",
+    "annualise_rate",
+]

@@ -1,0 +1,135 @@
+"""Self-contained HTML reports (plotly, JavaScript inlined so they open offline)."""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from perpdesk.domain import annualise_rate
+
+if TYPE_CHECKING:
+    from perpdesk.research.carry_backtest import CarryBacktest
+
+_COLUMNS = [
+    ("symbol", "symbol", "{}"),
+    ("interval_h", "int h", "{:g}"),
+    ("return_pct", "return %", "{:.2f}"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("max_dd_pct", "max DD %", "{:.2f}"),
+    ("entries", "entries", "{}"),
+    ("exits", "exits", "{}"),
+    ("funding_bps", "funding bps", "{:.1f}"),
+    ("costs_bps", "costs bps", "{:.1f}"),
+    ("price_pnl_bps", "price/basis bps", "{:.1f}"),
+    ("pnl_usd", "PnL USD", "{:,.0f}"),
+]
+
+
+def fmt_cell(value: object, pattern: str) -> str:
+    """Render a table cell; NaN shows as an en dash."""
+    if isinstance(value, float) and math.isnan(value):
+        return "–"
+    return pattern.format(value)
+
+
+def _dt(ts_ns: np.ndarray) -> np.ndarray:
+    return np.asarray(ts_ns, dtype="int64").astype("datetime64[ns]")
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write ``text`` to ``path`` through a temp file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def carry_figure(bt: CarryBacktest) -> go.Figure:
+    """Portfolio equity, per-symbol cumulative PnL (% of slot capital), and each symbol's
+    annualised funding at its settlements against the entry and exit thresholds."""
+    p = bt.run.panel
+    c = bt.settings.carry
+    C = bt.run.sizing.slot_capital_usd
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.06,
+        subplot_titles=(
+            "Portfolio equity (USD)",
+            "Per-symbol PnL (% of slot capital)",
+            "Annualised funding at settlement (%) vs entry / exit thresholds",
+        ),
+    )
+    fig.add_trace(
+        go.Scatter(x=_dt(bt.equity_ts_ns), y=bt.equity_usd, name="equity", line={"width": 2}), 1, 1
+    )
+    x = _dt(p.grid_ts_ns)
+    cum = np.cumsum(bt.run.pnl_usd, axis=1) / C * 100.0
+    for i, sym in enumerate(p.symbols):
+        fig.add_trace(go.Scatter(x=x, y=cum[i], name=sym, legendgroup=sym, mode="lines"), 2, 1)
+        m = p.settles[i]
+        ann = annualise_rate(p.funding_rate[i][m], p.interval_h[i][m])
+        fig.add_trace(
+            go.Scatter(
+                x=x[m],
+                y=ann,
+                name=sym,
+                legendgroup=sym,
+                showlegend=False,
+                mode="lines",
+                line={"width": 1},
+            ),
+            3,
+            1,
+        )
+    for level, label in ((c.entry_ann_pct, "entry"), (c.exit_ann_pct, "exit")):
+        fig.add_hline(
+            y=level, row=3, col=1, line_dash="dash", annotation_text=f"{label} {level:g}%"
+        )
+    fig.update_layout(height=1100, template="plotly_white", legend={"orientation": "v"})
+    return fig
+
+
+def write_carry_report(bt: CarryBacktest, path: Path) -> Path:
+    """Write the carry report (summary table + figure) as one offline HTML file."""
+    head = "".join(f"<th>{html.escape(t)}</th>" for _, t, _ in _COLUMNS)
+    body = []
+    for r in [*bt.rows, bt.portfolio]:
+        cells = "".join(f"<td>{html.escape(fmt_cell(r[k], f))}</td>" for k, _, f in _COLUMNS)
+        style = ' style="font-weight:bold"' if r is bt.portfolio else ""
+        body.append(f"<tr{style}>{cells}</tr>")
+    s = bt.settings
+    p = bt.run.panel
+    intro = (
+        f"<p>venue <b>{html.escape(p.venue)}</b>, {len(p.symbols)} symbols, "
+        f"{html.escape(str(_dt(p.grid_ts_ns[:1])[0]))} → {html.escape(str(_dt(p.grid_ts_ns[-1:])[0]))}; "
+        f"bankroll {s.account.bankroll_usd:,.0f} USD, carry {s.carry.allocation_pct:g}%, "
+        f"entry &gt; {s.carry.entry_ann_pct:g}% / exit &lt; {s.carry.exit_ann_pct:g}% annualised, "
+        f"{s.carry.cost_bps_per_leg:g} bps per leg, max {s.carry.max_positions} pairs, "
+        f"24h volume ≥ {s.carry.min_quote_volume_24h_usd:,.0f} USD. Run {html.escape(bt.run_id)}, "
+        f"config {s.content_hash()}. Symbol bps are of the leg notional; portfolio bps of the bankroll.</p>"
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>perpdesk carry backtest</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+        f"<h1>Funding carry backtest</h1>{intro}<table><tr>{head}</tr>{''.join(body)}</table>"
+        + carry_figure(bt).to_html(full_html=False, include_plotlyjs=True)
+        + "</body></html>"
+    )
+    atomic_write_text(page, path)
+    return path

@@ -1,0 +1,137 @@
+"""Catalog writer/reader: layout, atomic merge, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from perpdesk.config import load_settings
+from perpdesk.data.catalog import Catalog
+from perpdesk.errors import CatalogError
+from perpdesk.research.carry_backtest import run_carry_backtest
+from tests.helpers import DAY_NS, H_NS, T0, funding_table, write_symbol
+
+SETTLE = [T0 + 8 * H_NS * k for k in range(1, 11)]
+RATES = [0.001] * 10
+
+
+def _settings():
+    return load_settings(None, paths={"data_dir": "/x", "runs_dir": "/x"})
+
+
+@pytest.fixture()
+def cat(tmp_path: Path) -> Path:
+    write_symbol(tmp_path, "AAAUSDT", SETTLE, RATES, 8, lambda t: 100.0, lambda t: 100.0)
+    return tmp_path
+
+
+def _funding_file(root: Path) -> Path:
+    files = sorted((root / "test" / "funding" / "AAAUSDT").glob("*.parquet"))
+    assert [f.name for f in files] == ["2024-01.parquet"]
+    return files[0]
+
+
+def test_layout_is_venue_dataset_symbol_partition(cat: Path) -> None:
+    bars = sorted(p.name for p in (cat / "test" / "perp_bars_5m" / "AAAUSDT").glob("*.parquet"))
+    assert bars == ["2023-12.parquet", "2024-01.parquet"]  # bars start a day before T0
+    t = Catalog(cat).read("test", "perp_bars_5m", "AAAUSDT")
+    # bars from T0 − 1 day to the last settlement + 1 h, 5 minutes apart
+    assert t.num_rows == (SETTLE[-1] + H_NS - (T0 - DAY_NS)) // (300 * 10**9)
+    assert Catalog(cat).read("test", "funding", "AAAUSDT", SETTLE[2], SETTLE[5]).num_rows == 3
+
+
+def test_write_merges_identical_rows_and_rejects_conflicts(cat: Path) -> None:
+    c = Catalog(cat)
+    c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[:3], RATES[:3], 8))
+    assert c.read("test", "funding", "AAAUSDT").num_rows == 10
+    with pytest.raises(CatalogError, match="already stored with different values"):
+        c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[:1], [0.5], 8))
+    assert c.read("test", "funding", "AAAUSDT").column("funding_rate").to_pylist() == RATES
+    leftovers = [
+        p for p in (cat / "test" / "funding" / "AAAUSDT").iterdir() if p.suffix != ".parquet"
+    ]
+    assert leftovers == []
+
+
+def _rewrite(path: Path, table: pa.Table) -> None:
+    pq.write_table(table, path)
+
+
+def test_missing_column_names_file(cat: Path) -> None:
+    f = _funding_file(cat)
+    _rewrite(f, pq.read_table(f).drop_columns(["funding_rate"]))
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat)
+    assert str(e.value) == f"{f}: missing column(s) funding_rate"
+
+
+def test_nan_rate_names_file_and_row(cat: Path) -> None:
+    f = _funding_file(cat)
+    t = pq.read_table(f)
+    rates = t.column("funding_rate").to_numpy().copy()
+    rates[6] = np.nan
+    _rewrite(f, t.set_column(1, "funding_rate", pa.array(rates)))
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat)
+    assert str(e.value) == f"{f}: row 7: funding_rate is null/NaN"
+
+
+def test_duplicate_timestamp_names_rows(cat: Path) -> None:
+    f = _funding_file(cat)
+    t = pq.read_table(f)
+    ts = t.column("ts_ns").to_numpy().copy()
+    ts[4] = ts[3]
+    _rewrite(f, t.set_column(0, "ts_ns", pa.array(ts)))
+    with pytest.raises(CatalogError, match=r"row 5: ts_ns 2024-01-02T08:00:00Z duplicates row 4"):
+        run_carry_backtest(_settings(), cat)
+
+
+def test_unsorted_timestamps_name_rows(cat: Path) -> None:
+    f = _funding_file(cat)
+    t = pq.read_table(f)
+    idx = list(range(10))
+    idx[2], idx[3] = 3, 2
+    _rewrite(f, t.take(pa.array(idx)))
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat)
+    msg = str(e.value)
+    assert msg.startswith(
+        f"{f}: row 4: ts_ns 2024-01-02T00:00:00Z is before row 3 (2024-01-02T08:00:00Z)"
+    )
+    assert "\n" not in msg
+
+
+def test_unknown_symbol(cat: Path) -> None:
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat, symbols=["NOPEUSDT"])
+    assert "unknown perp symbol 'NOPEUSDT'" in str(e.value)
+    (cat / "test" / "instruments.parquet").unlink()
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat, symbols=["NOPEUSDT"])
+    assert str(e.value) == f"{cat / 'test' / 'funding'}: unknown symbol 'NOPEUSDT' (known: AAAUSDT)"
+
+
+def test_cross_file_order_checked(tmp_path: Path) -> None:
+    c = Catalog(tmp_path)
+    c.write("test", "funding", "AAAUSDT", funding_table(SETTLE, RATES, 8))
+    # a February file whose row lies in January breaks the partition contract
+    bad = tmp_path / "test" / "funding" / "AAAUSDT" / "2024-02.parquet"
+    pq.write_table(funding_table(SETTLE[:1], RATES[:1], 8), bad)
+    with pytest.raises(CatalogError, match="rows outside the partition's period 2024-02"):
+        c.read("test", "funding", "AAAUSDT")
+
+
+def test_no_venue_or_several(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="no such directory"):
+        run_carry_backtest(_settings(), tmp_path / "missing")
+    write_symbol(tmp_path, "AAAUSDT", SETTLE, RATES, 8, lambda t: 1.0, None, venue="v1")
+    write_symbol(tmp_path, "AAAUSDT", SETTLE, RATES, 8, lambda t: 1.0, None, venue="v2")
+    with pytest.raises(CatalogError, match="several venues have funding data"):
+        run_carry_backtest(_settings(), tmp_path)
+    bt = run_carry_backtest(_settings(), tmp_path, venue="v2")
+    assert bt.rows[0]["entries"] == 1
+    assert np.isnan(bt.rows[0]["price_pnl_bps"])  # no spot data: price PnL not reported
