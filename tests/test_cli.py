@@ -1,0 +1,123 @@
+"""The CLI as a user runs it: a real subprocess, real files, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tests.helpers import H_NS, T0, write_symbol
+
+RATES = [0.0001, 0.001, 0.002, 0.0015, 0.00002, 0.001, 0.003, 0.0001, -0.0005, 0.002]
+SETTLE = [T0 + 8 * H_NS * k for k in range(1, 11)]
+
+
+def perpdesk(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("PERPDESK_")}
+    e.update({"COLUMNS": "200", "PERPDESK_PATHS__RUNS_DIR": str(cwd / "runs")})
+    e.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "perpdesk.app.cli", *args],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture()
+def catalog(tmp_path: Path) -> Path:
+    root = tmp_path / "cat"
+    write_symbol(root, "AAAUSDT", SETTLE, RATES, 8, lambda t: 100.0, lambda t: 100.0)
+    return root
+
+
+def test_backtest_carry_writes_outputs(tmp_path: Path, catalog: Path) -> None:
+    out = tmp_path / "out"
+    r = perpdesk("backtest", "carry", "--data", str(catalog), "--out", str(out), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "AAAUSDT" in r.stdout and "PORTFOLIO" in r.stdout
+    trades = pq.read_table(out / "trades.parquet").to_pylist()
+    # constant prices: same decisions as the hand example, 2 round trips
+    assert [(t["entry_ts_ns"], t["exit_ts_ns"]) for t in trades] == [
+        (SETTLE[2], SETTLE[5]),
+        (SETTLE[6], SETTLE[9]),
+    ]
+    assert len(pq.read_table(out / "equity.parquet")) == 11
+    html = (out / "report.html").read_text()
+    assert "plotly" in html and "AAAUSDT" in html and "entry 20%" in html
+    for name in ("report.html", "trades.parquet", "equity.parquet", "summary.parquet"):
+        assert str(out / name) in r.stdout.replace("\n", "")
+
+
+def test_start_end_and_symbols_options(tmp_path: Path, catalog: Path) -> None:
+    out = tmp_path / "o"
+    r = perpdesk(
+        "backtest", "carry", "--data", str(catalog), "--start", "2024-01-02T00:00", "--end", "2024-01-03",
+        "--symbols", "AAAUSDT", "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    eq = pq.read_table(out / "equity.parquet")
+    assert len(eq) == 1 + 3  # settlements at 00:00, 08:00, 16:00 on Jan 2
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (
+            [],
+            {"PERPDESK_CARRY__ENTRY_ANN_PCT": "1"},
+            "carry.entry_ann_pct = 1.0: must be above carry.exit_ann_pct (3.0)",
+        ),
+        (
+            [],
+            {"PERPDESK_CARRY__ALLOCATION_PCT": "-3"},
+            "carry.allocation_pct = '-3': input should be greater than or equal to 0",
+        ),
+        (["--symbols", "ZZZUSDT"], {}, "unknown perp symbol 'ZZZUSDT'"),
+        (["--start", "yesterday"], {}, "--start 'yesterday': not a date"),
+        (["--start", "2024-02-01", "--end", "2024-01-01"], {}, "must be after --start"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, catalog: Path, args, env, expected) -> None:
+    r = perpdesk("backtest", "carry", "--data", str(catalog), *args, cwd=tmp_path, env=env)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_unknown_config_key_in_file(tmp_path: Path, catalog: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[carry]\nentry = 30\n")
+    r = perpdesk("backtest", "carry", "--data", str(catalog), "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith(
+        f"error: config error in {cfg}: carry.entry = 30: unknown key"
+    )
+
+
+def test_missing_column_via_cli(tmp_path: Path, catalog: Path) -> None:
+    f = next((catalog / "test" / "perp_bars_5m" / "AAAUSDT").glob("2024-01.parquet"))
+    pq.write_table(pq.read_table(f).drop_columns(["close"]), f)
+    r = perpdesk("backtest", "carry", "--data", str(catalog), cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {f}: missing column(s) close"
+
+
+@pytest.mark.parametrize(
+    "cmd", [["--help"], ["demo", "--help"], ["backtest", "--help"], ["backtest", "carry", "--help"]]
+)
+def test_help_explains_every_option(tmp_path: Path, cmd: list[str]) -> None:
+    r = perpdesk(*cmd, cwd=tmp_path)
+    assert r.returncode == 0
+    if cmd == ["backtest", "carry", "--help"]:
+        for opt in ("--data", "--venue", "--symbols", "--start", "--end", "--config", "--out"):
+            assert opt in r.stdout
+        assert "Catalog root directory" in r.stdout
