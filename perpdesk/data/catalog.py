@@ -123,9 +123,14 @@ def bar_interval_s(dataset: str) -> int:
     return int(tf[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[tf[-1]]
 
 
-def _partition_keys(ts_ns: np.ndarray, granularity: str) -> np.ndarray:
+def _partition_runs(ts_ns: np.ndarray, granularity: str) -> list[tuple[int, int, str]]:
+    """``(start_row, end_row, key)`` runs of rows sharing a partition (rows sorted by ts)."""
     unit = "M" if granularity == "month" else "D"
-    return ts_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]").astype(str)
+    period = ts_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]")
+    cuts = np.flatnonzero(period[1:] != period[:-1]) + 1
+    starts = np.concatenate([[0], cuts]).astype(int)
+    ends = np.concatenate([cuts, [ts_ns.size]]).astype(int)
+    return [(int(s), int(e), str(period[s])) for s, e in zip(starts, ends, strict=True)]
 
 
 def _partition_bounds(key: str) -> tuple[int, int]:
@@ -285,14 +290,10 @@ class Catalog:
         table = validate_table(table, spec, f"{venue}/{dataset}/{symbol} (input)")
         if table.num_rows == 0:
             return []
-        keys = _partition_keys(table.column("ts_ns").to_numpy(), spec.partition)
-        bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-        starts = np.concatenate([[0], bounds])
-        ends = np.concatenate([bounds, [len(keys)]])
         written = []
-        for s, e in zip(starts, ends, strict=True):
-            part = table.slice(int(s), int(e - s))
-            path = self.root / venue / dataset / symbol / f"{keys[s]}.parquet"
+        for s, e, key in _partition_runs(table.column("ts_ns").to_numpy(), spec.partition):
+            part = table.slice(s, e - s)
+            path = self.root / venue / dataset / symbol / f"{key}.parquet"
             if path.exists():
                 part = self._merge(pq.read_table(path), part, spec, path)
             atomic_write_parquet(part, path)
