@@ -121,3 +121,28 @@ def test_help_explains_every_option(tmp_path: Path, cmd: list[str]) -> None:
         for opt in ("--data", "--venue", "--symbols", "--start", "--end", "--config", "--out"):
             assert opt in r.stdout
         assert "Catalog root directory" in r.stdout
+
+
+def test_demo_builds_once_then_reuses(tmp_path: Path) -> None:
+    env = {
+        "PERPDESK_DEMO__N_SYMBOLS": "6",
+        "PERPDESK_DEMO__DAYS": "20",
+        "PERPDESK_PATHS__DATA_DIR": str(tmp_path / "data"),
+    }
+    r = perpdesk("demo", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("USDT") >= 6 and "PORTFOLIO" in r.stdout
+    built = list((tmp_path / "data" / "synthetic").iterdir())
+    assert len(built) == 1 and (built[0] / "_COMPLETE").is_file()
+    marker = (built[0] / "_COMPLETE").stat()
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and (runs[0] / "report.html").is_file()
+    trades = pq.read_table(runs[0] / "trades.parquet")
+    summary = pq.read_table(runs[0] / "summary.parquet").to_pylist()
+    assert len(summary) == 7 and summary[-1]["symbol"] == "PORTFOLIO"
+    assert summary[-1]["entries"] > 0
+    assert summary[-1]["entries"] == sum(r["entries"] for r in summary[:-1]) == trades.num_rows
+    r2 = perpdesk("demo", cwd=tmp_path, env=env)
+    assert r2.returncode == 0, r2.stderr
+    assert (built[0] / "_COMPLETE").stat().st_mtime_ns == marker.st_mtime_ns  # reused, not rebuilt
+    assert r2.stdout.split("catalog:")[1].split()[0] == str(built[0])

@@ -331,10 +331,23 @@ class Catalog:
         symbol: str,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        columns: list[str] | None = None,
     ) -> pa.Table:
         """Rows of ``symbol`` with ``start_ns <= ts_ns < end_ns``, validated file by file
-        and across file boundaries. An unknown symbol is a :class:`CatalogError`."""
+        and across file boundaries. ``columns`` reads (and validates) only those columns
+        besides ``ts_ns``. An unknown symbol is a :class:`CatalogError`."""
         spec = dataset_spec(dataset)
+        if columns is not None:
+            unknown = [c for c in columns if c not in spec.schema.names]
+            if unknown:
+                raise CatalogError(f"dataset '{dataset}' has no column(s) {', '.join(unknown)}")
+            keep = ["ts_ns", *[c for c in columns if c != "ts_ns"]]
+            spec = DatasetSpec(
+                spec.name,
+                pa.schema([spec.schema.field(c) for c in keep]),
+                tuple(c for c in spec.not_null if c in keep),
+                spec.partition,
+            )
         files = self.partitions(venue, dataset, symbol)
         if not files:
             known = self.symbols(venue, dataset)
@@ -347,7 +360,9 @@ class Catalog:
             if (start_ns is not None and hi <= start_ns) or (end_ns is not None and lo >= end_ns):
                 continue
             try:
-                raw = pq.read_table(path)
+                pf = pq.ParquetFile(path)
+                names = set(pf.schema_arrow.names)
+                raw = pf.read(columns=[c for c in spec.schema.names if c in names])
             except (OSError, pa.ArrowInvalid) as exc:
                 raise CatalogError(f"{path}: unreadable Parquet ({exc})") from None
             t = validate_table(raw, spec, str(path))

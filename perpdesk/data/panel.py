@@ -138,14 +138,14 @@ def load_carry_panel(
         mark[i, pos] = f.column("mark_price").to_numpy(zero_copy_only=False)
         if (interval[i, pos] <= 0).any():
             raise CatalogError(f"{catalog.root / venue / 'funding' / s}: funding_interval_h <= 0")
-        b = catalog.read(venue, bars, s, bar_start, grid_end)
+        b = catalog.read(venue, bars, s, bar_start, grid_end, columns=["close", "volume_quote"])
         if b.num_rows == 0:
             raise CatalogError(f"{catalog.root / venue / bars / s}: no bars before the settlements")
         b_ts = b.column("ts_ns").to_numpy()
         perp_px[i], age_p = _asof_close(b_ts, bar_s, b.column("close").to_numpy(), grid)
         vol[i] = _trailing_sum(b_ts, bar_s, b.column("volume_quote").to_numpy(), grid, DAY_NS)
         if catalog.partitions(venue, spot_bars, s):
-            sp = catalog.read(venue, spot_bars, s, bar_start, grid_end)
+            sp = catalog.read(venue, spot_bars, s, bar_start, grid_end, columns=["close"])
             sp_ts = sp.column("ts_ns").to_numpy()
             spot_px[i], age_s = _asof_close(sp_ts, spot_s, sp.column("close").to_numpy(), grid)
             has_spot[i] = sp.num_rows > 0

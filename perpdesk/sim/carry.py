@@ -89,17 +89,20 @@ class CarryRun:
 
 def simulate_carry(panel: CarryPanel, strategy: CarryStrategyLike, sizing: CarrySizing) -> CarryRun:
     """Replay the settlement grid in time order, asking ``strategy`` at every instant where
-    a symbol settles, and book funding, costs and price PnL (see the module docstring)."""
+    a symbol settles, and book funding, costs and price PnL (see the module docstring).
+
+    The loop over instants holds only the decisions (they are path-dependent through the
+    position cap); funding, price PnL and per-trade figures are then computed over whole
+    arrays from the recorded quantities."""
     n, m = panel.n_symbols, panel.grid_ts_ns.size
     X = sizing.leg_notional_usd
     cost_rate = sizing.cost_bps_per_leg / 1e4
     P, S = panel.perp_px, panel.spot_px
-    held_m = np.zeros((n, m), dtype=bool)
+    q_perp_m = np.zeros((n, m))  # quantity held after the decisions at g
+    q_spot_m = np.zeros((n, m))
     entries = np.zeros((n, m), dtype=bool)
     exits = np.zeros((n, m), dtype=bool)
-    funding = np.zeros((n, m))
     cost = np.zeros((n, m))
-    price_pnl = np.zeros((n, m))
     closed_at_end = np.zeros(n, dtype=bool)
 
     held = np.zeros(n, dtype=bool)
@@ -107,95 +110,89 @@ def simulate_carry(panel: CarryPanel, strategy: CarryStrategyLike, sizing: Carry
     q_spot = np.zeros(n)
     last_rate = np.full(n, np.nan)
     last_int = np.zeros(n, dtype=np.int32)
-    open_trade: list[dict | None] = [None] * n
-    trades: list[dict] = []
+    entry_cost = cost_rate * 2.0 * X
+    # round trips: (symbol, entry g, exit g or None, reason, exit cost USD)
+    spans: list[tuple[int, int, int | None, str, float]] = []
+    open_at: dict[int, int] = {}
 
     def close(i: int, g: int, reason: str) -> None:
         c = cost_rate * (q_spot[i] * S[i, g] + q_perp[i] * P[i, g])
         cost[i, g] += c
-        t = open_trade[i]
-        assert t is not None
-        t.update(
-            exit_ts_ns=int(panel.grid_ts_ns[g]),
-            exit_perp_px=float(P[i, g]),
-            exit_spot_px=float(S[i, g]),
-            exit_reason=reason,
-        )
-        t["cost_usd"] += c
-        trades.append(t)
-        open_trade[i] = None
+        spans.append((i, open_at.pop(i), g, reason, c))
         held[i] = False
         q_perp[i] = q_spot[i] = 0.0
 
-    for g in range(m):
-        # price PnL of what was held over (g-1, g]
-        if g > 0 and held.any():
-            dp = np.where(
-                held, q_spot * (S[:, g] - S[:, g - 1]) - q_perp * (P[:, g] - P[:, g - 1]), 0.0
-            )
-            price_pnl[:, g] = dp
-            for i in np.flatnonzero(held):
-                open_trade[i]["price_pnl_usd"] += float(dp[i])  # type: ignore[index]
+    for g in range(m):  # every grid instant is some symbol's settlement
         deciding = panel.settles[:, g]
+        fresh = panel.px_fresh[:, g]
+        was_held = held.copy()
         view = StepView(
             ts_ns=int(panel.grid_ts_ns[g]),
-            held=held.copy(),
+            held=was_held,
             deciding=deciding,
             last_rate=last_rate.copy(),
             last_interval_h=last_int.copy(),
             quote_volume_24h_usd=panel.quote_volume_24h_usd[:, g],
-            tradable=panel.px_fresh[:, g],
+            tradable=fresh,
         )
         exit_mask, enter_mask = strategy.on_step(view)
-        exit_mask = exit_mask & held & deciding & panel.px_fresh[:, g]
-        enter_mask = enter_mask & ~held & deciding & panel.px_fresh[:, g]
-        for i in np.flatnonzero(exit_mask):
-            close(i, g, "signal")
+        for i in np.flatnonzero(exit_mask & was_held & deciding & fresh):
+            close(int(i), g, "signal")
             exits[i, g] = True
-        for i in np.flatnonzero(enter_mask):
+        # a pair closed now is not reopened now
+        for i in np.flatnonzero(enter_mask & ~was_held & deciding & fresh):
             q_perp[i] = X / P[i, g]
             q_spot[i] = X / S[i, g]
             held[i] = True
             entries[i, g] = True
-            c = cost_rate * 2.0 * X
-            cost[i, g] += c
-            open_trade[i] = {
-                "symbol": panel.symbols[i],
-                "entry_ts_ns": int(panel.grid_ts_ns[g]),
-                "entry_perp_px": float(P[i, g]),
-                "entry_spot_px": float(S[i, g]),
-                "q_perp": float(q_perp[i]),
-                "q_spot": float(q_spot[i]),
-                "funding_usd": 0.0,
-                "cost_usd": c,
-                "price_pnl_usd": 0.0,
-                "settlements": 0,
-            }
-        # settlement at g: pairs held over it receive q_perp × mark × rate
-        pay = held & deciding
-        if pay.any():
-            mk = np.where(np.isnan(panel.mark_px[:, g]), P[:, g], panel.mark_px[:, g])
-            f = np.where(pay, q_perp * mk * np.nan_to_num(panel.funding_rate[:, g]), 0.0)
-            funding[:, g] = f
-            for i in np.flatnonzero(pay):
-                t = open_trade[i]
-                assert t is not None
-                t["funding_usd"] += float(f[i])
-                t["settlements"] += 1
+            cost[i, g] += entry_cost
+            open_at[int(i)] = g
+        q_perp_m[:, g] = q_perp
+        q_spot_m[:, g] = q_spot
         # the settlement at g becomes known after g
         last_rate = np.where(deciding, panel.funding_rate[:, g], last_rate)
         last_int = np.where(deciding, panel.interval_h[:, g], last_int)
-        held_m[:, g] = held
 
     if sizing.close_at_end and m:
         for i in np.flatnonzero(held):
-            close(i, m - 1, "end")
+            close(int(i), m - 1, "end")
             closed_at_end[i] = True
-    for i in range(n):
-        t = open_trade[i]
-        if t is not None:
-            t.update(exit_ts_ns=None, exit_perp_px=None, exit_spot_px=None, exit_reason="open")
-            trades.append(t)
+    for i, g0 in open_at.items():
+        spans.append((i, g0, None, "open", 0.0))
+
+    held_m = q_perp_m > 0
+    # funding at g for pairs held over the settlement at g: q_perp × mark × rate
+    mark = np.where(np.isnan(panel.mark_px), P, panel.mark_px)
+    pay = held_m & panel.settles
+    funding = np.where(pay, q_perp_m * mark * np.nan_to_num(panel.funding_rate), 0.0)
+    # price PnL booked at g of what was held over (g-1, g]
+    price_pnl = np.zeros((n, m))
+    if m > 1:
+        dS, dP = np.diff(S, axis=1), np.diff(P, axis=1)
+        was = held_m[:, :-1]
+        price_pnl[:, 1:] = np.where(was, q_spot_m[:, :-1] * dS - q_perp_m[:, :-1] * dP, 0.0)
+
+    trades = []
+    for i, g0, g1, reason, exit_cost in spans:
+        last = m - 1 if g1 is None else g1
+        trades.append(
+            {
+                "symbol": panel.symbols[i],
+                "entry_ts_ns": int(panel.grid_ts_ns[g0]),
+                "exit_ts_ns": None if g1 is None else int(panel.grid_ts_ns[g1]),
+                "exit_reason": reason,
+                "entry_perp_px": float(P[i, g0]),
+                "entry_spot_px": float(S[i, g0]),
+                "exit_perp_px": None if g1 is None else float(P[i, g1]),
+                "exit_spot_px": None if g1 is None else float(S[i, g1]),
+                "q_perp": float(q_perp_m[i, g0]),
+                "q_spot": float(q_spot_m[i, g0]),
+                "settlements": int(pay[i, g0 : last + 1].sum()),
+                "funding_usd": float(funding[i, g0 : last + 1].sum()),
+                "cost_usd": entry_cost + exit_cost,
+                "price_pnl_usd": float(price_pnl[i, g0 + 1 : last + 1].sum()),
+            }
+        )
     trades.sort(key=lambda t: (t["entry_ts_ns"], t["symbol"]))
     return CarryRun(
         panel=panel,
