@@ -18,11 +18,11 @@ demo: $(STAMP)
 	$(BIN)/perpdesk demo
 
 test: $(STAMP)
-	$(BIN)/ruff check perpdesk tests bench
+	$(BIN)/ruff check --no-cache perpdesk tests bench
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check perpdesk tests bench
+	$(BIN)/ruff check --no-cache perpdesk tests bench
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_synthetic.py

@@ -10,9 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from perpdesk.data.synthetic import SyntheticSpec, build_cached
-
 from perpdesk.config import load_settings
+from perpdesk.data.synthetic import SyntheticSpec, build_cached
 from perpdesk.research.carry_backtest import run_carry_backtest
 
 
