@@ -48,7 +48,7 @@ def test_write_merges_identical_rows_and_rejects_conflicts(cat: Path) -> None:
     c = Catalog(cat)
     c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[:3], RATES[:3], 8))
     assert c.read("test", "funding", "AAAUSDT").num_rows == 10
-    with pytest.raises(CatalogError, match="already stored with different values"):
+    with pytest.raises(CatalogError, match="already stored with a different funding_rate"):
         c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[:1], [0.5], 8))
     assert c.read("test", "funding", "AAAUSDT").column("funding_rate").to_pylist() == RATES
     leftovers = [

@@ -309,18 +309,20 @@ class Catalog:
         ts = both.column("ts_ns").to_numpy()
         dup = np.flatnonzero(np.diff(ts) == 0)
         if dup.size:
-            keep = np.ones(len(ts), dtype=bool)
-            for i in dup:
-                a, b = (
-                    both.slice(int(i), 1).to_pylist()[0],
-                    both.slice(int(i) + 1, 1).to_pylist()[0],
-                )
-                if a != b:
+            for name in both.column_names:
+                col = both.column(name).to_numpy(zero_copy_only=False)
+                a, b = col[dup], col[dup + 1]
+                same = a == b
+                if col.dtype.kind == "f":
+                    same |= np.isnan(a) & np.isnan(b)
+                if not same.all():
+                    k = int(dup[np.flatnonzero(~same)[0]])
                     raise CatalogError(
-                        f"{path}: ts_ns {fmt_ts(ts[i])} already stored with different values "
-                        f"({a} vs {b})"
+                        f"{path}: ts_ns {fmt_ts(ts[k])} already stored with a different "
+                        f"{name} ({col[k]} vs {col[k + 1]})"
                     )
-                keep[i + 1] = False
+            keep = np.ones(len(ts), dtype=bool)
+            keep[dup + 1] = False
             both = both.filter(pa.array(keep))
         return both
 
