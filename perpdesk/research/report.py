@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from perpdesk.data.catalog import fmt_ts
 from perpdesk.domain import annualise_rate
 
 if TYPE_CHECKING:
@@ -96,9 +97,17 @@ def carry_figure(bt: CarryBacktest) -> go.Figure:
             3,
             1,
         )
-    for level, label in ((c.entry_ann_pct, "entry"), (c.exit_ann_pct, "exit")):
+    for level, label, pos in (
+        (c.entry_ann_pct, "entry", "top left"),
+        (c.exit_ann_pct, "exit", "bottom left"),
+    ):
         fig.add_hline(
-            y=level, row=3, col=1, line_dash="dash", annotation_text=f"{label} {level:g}%"
+            y=level,
+            row=3,
+            col=1,
+            line_dash="dash",
+            annotation_text=f"{label} {level:g}%",
+            annotation_position=pos,
         )
     fig.update_layout(height=1100, template="plotly_white", legend={"orientation": "v"})
     return fig
@@ -116,7 +125,7 @@ def write_carry_report(bt: CarryBacktest, path: Path) -> Path:
     p = bt.run.panel
     intro = (
         f"<p>venue <b>{html.escape(p.venue)}</b>, {len(p.symbols)} symbols, "
-        f"{html.escape(str(_dt(p.grid_ts_ns[:1])[0]))} → {html.escape(str(_dt(p.grid_ts_ns[-1:])[0]))}; "
+        f"settlements {fmt_ts(p.grid_ts_ns[0])} → {fmt_ts(p.grid_ts_ns[-1])}; "
         f"bankroll {s.account.bankroll_usd:,.0f} USD, carry {s.carry.allocation_pct:g}%, "
         f"entry &gt; {s.carry.entry_ann_pct:g}% / exit &lt; {s.carry.exit_ann_pct:g}% annualised, "
         f"{s.carry.cost_bps_per_leg:g} bps per leg, max {s.carry.max_positions} pairs, "
