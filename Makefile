@@ -25,8 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --no-cache perpdesk tests bench
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_synthetic.py
-	$(BIN)/python bench/bench_carry.py
+	@set -e; for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
