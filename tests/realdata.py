@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
@@ -82,7 +83,7 @@ def feather_bars(name: str = "BTC_USDT_USDT-1h-futures.feather") -> dict[str, np
     """freqtrade bars (``bars/``): ``ts_ns`` (open time, floored to the second),
     ``open, high, low, close, volume`` (base units)."""
     t = feather.read_table(shared_file(f"bars/{name}"))
-    ts = t.column("date").cast("timestamp[ns, tz=UTC]").cast("int64").to_numpy()
+    ts = t.column("date").cast(pa.timestamp("ns", tz="UTC")).cast(pa.int64()).to_numpy()
     out = {"ts_ns": ts - ts % 1_000_000_000}
     for c in ("open", "high", "low", "close", "volume"):
         out[c] = t.column(c).to_numpy().astype(float)
