@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ import pyarrow.parquet as pq
 
 from perpdesk.domain import Instrument, InstrumentKind
 from perpdesk.errors import CatalogError
+from perpdesk.files import atomic_write
 
 NS_PER_S = 1_000_000_000
 
@@ -153,17 +153,8 @@ def fmt_ts(ts_ns: int) -> str:
 
 
 def atomic_write_parquet(table: pa.Table, path: Path) -> None:
-    """Write ``table`` to ``path`` via a temporary file and a rename: readers see the old
-    file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``table`` to ``path`` (zstd Parquet) via a temp file and a rename."""
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def validate_table(table: pa.Table, spec: DatasetSpec, where: str) -> pa.Table:

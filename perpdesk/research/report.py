@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from perpdesk.data.catalog import fmt_ts
 from perpdesk.domain import annualise_rate
+from perpdesk.files import atomic_write_text
 
 if TYPE_CHECKING:
     from perpdesk.research.carry_backtest import CarryBacktest
@@ -43,19 +42,6 @@ def fmt_cell(value: object, pattern: str) -> str:
 
 def _dt(ts_ns: np.ndarray) -> np.ndarray:
     return np.asarray(ts_ns, dtype="int64").astype("datetime64[ns]")
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def carry_figure(bt: CarryBacktest) -> go.Figure:
