@@ -135,3 +135,19 @@ def test_no_venue_or_several(tmp_path: Path) -> None:
     bt = run_carry_backtest(_settings(), tmp_path, venue="v2")
     assert bt.rows[0]["entries"] == 1
     assert np.isnan(bt.rows[0]["price_pnl_bps"])  # no spot data: price PnL not reported
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
+    from perpdesk.files import atomic_write
+
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+
+    def half_then_fail(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(target, half_then_fail)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
