@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +18,10 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(
+    os.environ.get("PERPDESK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+"""``shared/data`` beside the repository (override with ``$PERPDESK_SHARED_DATA``)."""
 
 
 def shared_file(rel: str) -> Path:
