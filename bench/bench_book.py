@@ -12,25 +12,14 @@ import os
 
 os.environ["NUMBA_NUM_THREADS"] = "1"  # before numba is imported
 
-import time
-from collections.abc import Callable
 
 import numpy as np
+from _timing import best_of  # bench/_timing.py (scripts run from bench/)
 
 from perpdesk.features.book import OibRollingStream, book_state, oib_rolling
 
 N = 1_000_000
 LEVELS = 20
-
-
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    fn()  # warm-up (numba compile / cache load)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def synthetic_books(n: int, levels: int, seed: int = 7):

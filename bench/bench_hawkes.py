@@ -13,9 +13,9 @@ import os
 os.environ["NUMBA_NUM_THREADS"] = "1"  # before numba is imported
 
 import time
-from collections.abc import Callable
 
 import numpy as np
+from _timing import best_of  # bench/_timing.py (scripts run from bench/)
 
 from perpdesk.features.hawkes import (
     HawkesStream,
@@ -28,16 +28,6 @@ from perpdesk.features.hawkes import (
 
 MU, ALPHA, BETA = 0.5, 0.8, 1.2
 TARGET = 10_000_000
-
-
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    fn()  # warm-up (numba compile / cache load)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main() -> None:

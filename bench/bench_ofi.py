@@ -12,10 +12,9 @@ import os
 
 os.environ["NUMBA_NUM_THREADS"] = "1"  # before numba is imported
 
-import time
-from collections.abc import Callable
 
 import numpy as np
+from _timing import best_of  # bench/_timing.py (scripts run from bench/)
 
 from perpdesk.features.kyle import KyleLambdaStream, kyle_lambda
 from perpdesk.features.ofi import OfiStream, ofi_buckets, ofi_trailing
@@ -23,16 +22,6 @@ from perpdesk.features.ofi import OfiStream, ofi_buckets, ofi_trailing
 TARGET = 10_000_000
 WINDOW_NS = 1_000_000_000  # 1 s trailing window
 BUCKET_NS = 1_000_000_000
-
-
-def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    fn()  # warm-up (numba compile / cache load)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def synthetic_book(n: int, seed: int = 7):

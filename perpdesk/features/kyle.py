@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from perpdesk.features._arrays import as_f64_1d
+
 __all__ = [
     "KyleLambda",
     "KyleLambdaStream",
@@ -153,15 +155,6 @@ def _intervals_kernel(edges, tts, tqv, tsg, bts, bb, ba, dmid, sv):
 # --------------------------------------------------------------------------- helpers
 
 
-def _f64(x: object, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(x, dtype=np.float64)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {a.shape}")
-    return a
-
-
 def _i64(x: object, name: str) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
@@ -198,8 +191,8 @@ def _check_params(window: int, min_obs: int) -> tuple[int, int]:
 
 
 def _series(dmid: object, signed_volume: object) -> tuple[np.ndarray, np.ndarray]:
-    y = _f64(dmid, "dmid")
-    x = _f64(signed_volume, "signed_volume")
+    y = as_f64_1d(dmid, "dmid")
+    x = as_f64_1d(signed_volume, "signed_volume")
     if y.size != x.size:
         raise ValueError(f"dmid has length {y.size} but signed_volume has length {x.size}")
     for a, nm in ((y, "dmid"), (x, "signed_volume")):
@@ -286,7 +279,7 @@ def tick_rule_sign(price: np.ndarray) -> np.ndarray:
 
     Prices must be finite and > 0 (ValueError naming the first bad index).
     """
-    p = _f64(price, "price")
+    p = as_f64_1d(price, "price")
     i = _first_where(~(np.isfinite(p) & (p > 0)))
     if i >= 0:
         raise ValueError(f"price[{i}]={float(p[i])!r} is not finite and > 0")
@@ -322,11 +315,11 @@ def kyle_intervals(
         raise ValueError(f"edges_ns needs at least 2 edges, got {edges.size}")
     _check_sorted(edges, "edges_ns", strict=True)
     tts = _i64(trade_ts_ns, "trade_ts_ns")
-    tqv = _f64(trade_quote_volume, "trade_quote_volume")
-    tsg = _f64(trade_sign, "trade_sign")
+    tqv = as_f64_1d(trade_quote_volume, "trade_quote_volume")
+    tsg = as_f64_1d(trade_sign, "trade_sign")
     bts = _i64(book_ts_ns, "book_ts_ns")
-    bb = _f64(bid_px, "bid_px")
-    ba = _f64(ask_px, "ask_px")
+    bb = as_f64_1d(bid_px, "bid_px")
+    ba = as_f64_1d(ask_px, "ask_px")
     for a, nm, ref in ((tqv, "trade_quote_volume", tts), (tsg, "trade_sign", tts)):
         if a.size != ref.size:
             raise ValueError(f"{nm} has length {a.size}, expected {ref.size}")

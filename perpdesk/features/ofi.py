@@ -47,6 +47,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from perpdesk.features._arrays import as_f64_1d
+
 __all__ = [
     "OfiBuckets",
     "OfiStream",
@@ -207,15 +209,6 @@ def _bucket_kernel(ts, e, d, width, cur, state, out_s, out_d, out_n):
 # --------------------------------------------------------------------------- helpers
 
 
-def _f64(x: object, name: str) -> np.ndarray:
-    a = np.ascontiguousarray(x, dtype=np.float64)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be 1-d, got shape {a.shape}")
-    return a
-
-
 def _ts(x: object) -> np.ndarray:
     a = np.asarray(x)
     if a.ndim == 0:
@@ -235,10 +228,10 @@ def _pos_int(x: object, name: str) -> int:
 
 def _book(bid_px, bid_qty, ask_px, ask_qty, ts_ns=None):
     arrs = [
-        _f64(bid_px, "bid_px"),
-        _f64(bid_qty, "bid_qty"),
-        _f64(ask_px, "ask_px"),
-        _f64(ask_qty, "ask_qty"),
+        as_f64_1d(bid_px, "bid_px"),
+        as_f64_1d(bid_qty, "bid_qty"),
+        as_f64_1d(ask_px, "ask_px"),
+        as_f64_1d(ask_qty, "ask_qty"),
     ]
     n = arrs[0].size
     ts = _ts(ts_ns) if ts_ns is not None else np.zeros(n, dtype=np.int64)
