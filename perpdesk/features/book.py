@@ -54,6 +54,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
+from perpdesk.features._arrays import as_ts_ns
+
 __all__ = [
     "BookState",
     "BookStateStream",
@@ -93,7 +95,7 @@ def resample_last(ts_ns: object, step_ns: int) -> tuple[np.ndarray, np.ndarray]:
     with ``ts ≤ grid_ts[k]`` (ties: the last of equal timestamps). ``ts_ns`` must be
     non-decreasing (ValueError naming the first index that goes back).
     """
-    ts = _ts(ts_ns)
+    ts = as_ts_ns(ts_ns)
     step = _pos_int(step_ns, "step_ns")
     if ts.size == 0:
         return np.empty(0, np.int64), np.empty(0, np.int64)
@@ -302,17 +304,6 @@ def _rolling_kernel(x, lm, start, w, horizon, shock, alpha, qs, ew0, out_q, out_
 # --------------------------------------------------------------------------- helpers
 
 
-def _ts(x: object) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(
-            f"ts_ns must be a 1-d integer array (ns), got dtype {a.dtype} shape {a.shape}"
-        )
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
 def _pos_int(x: object, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, int | np.integer) or int(x) <= 0:
         raise ValueError(f"{name} must be a positive integer, got {x!r}")
@@ -336,7 +327,7 @@ def _levels(x: object, name: str) -> np.ndarray:
 
 
 def _book(ts_ns, bid_px, bid_qty, ask_px, ask_qty):
-    ts = _ts(ts_ns)
+    ts = as_ts_ns(ts_ns)
     arrs = [
         _levels(bid_px, "bid_px"),
         _levels(bid_qty, "bid_qty"),

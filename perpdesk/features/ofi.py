@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from perpdesk.features._arrays import as_f64_1d
+from perpdesk.features._arrays import as_f64_1d, as_ts_ns
 
 __all__ = [
     "OfiBuckets",
@@ -209,17 +209,6 @@ def _bucket_kernel(ts, e, d, width, cur, state, out_s, out_d, out_n):
 # --------------------------------------------------------------------------- helpers
 
 
-def _ts(x: object) -> np.ndarray:
-    a = np.asarray(x)
-    if a.ndim == 0:
-        a = a.reshape(1)
-    if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(
-            f"ts_ns must be a 1-d integer array (ns), got dtype {a.dtype} shape {a.shape}"
-        )
-    return np.ascontiguousarray(a, dtype=np.int64)
-
-
 def _pos_int(x: object, name: str) -> int:
     if isinstance(x, bool) or not isinstance(x, int | np.integer) or int(x) <= 0:
         raise ValueError(f"{name} must be a positive integer (ns), got {x!r}")
@@ -234,7 +223,7 @@ def _book(bid_px, bid_qty, ask_px, ask_qty, ts_ns=None):
         as_f64_1d(ask_qty, "ask_qty"),
     ]
     n = arrs[0].size
-    ts = _ts(ts_ns) if ts_ns is not None else np.zeros(n, dtype=np.int64)
+    ts = as_ts_ns(ts_ns) if ts_ns is not None else np.zeros(n, dtype=np.int64)
     for name, a in zip(
         ("ts_ns", "bid_px", "bid_qty", "ask_px", "ask_qty"), [ts, *arrs], strict=True
     ):
