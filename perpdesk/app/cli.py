@@ -84,12 +84,13 @@ def _run_and_report(
     start_ns: int | None,
     end_ns: int | None,
     out: Path | None,
+    bars: str = "perp_bars_5m",
 ) -> None:
     from perpdesk.research.carry_backtest import run_carry_backtest, write_outputs
 
     t0 = time.perf_counter()
     with console.status("running carry backtest…"):
-        bt = run_carry_backtest(settings, data, venue, symbols, start_ns, end_ns)
+        bt = run_carry_backtest(settings, data, venue, symbols, start_ns, end_ns, bars)
     _print_backtest(bt)
     out_dir = out if out is not None else settings.paths.runs_dir.expanduser() / bt.run_id
     with console.status("writing report…"):
@@ -155,6 +156,13 @@ def backtest_carry(
     end: Annotated[
         str | None, typer.Option(help="Stop before this time, UTC (YYYY-MM-DD[THH:MM]).")
     ] = None,
+    bars: Annotated[
+        str,
+        typer.Option(
+            help="Perp bar dataset for prices and 24h volume (e.g. perp_bars_15m); spot legs "
+            "come from spot_bars_<same tf> when present, else a perfect hedge is assumed."
+        ),
+    ] = "perp_bars_5m",
     config: ConfigOpt = None,
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: <paths.runs_dir>/<run id>).")
@@ -167,7 +175,9 @@ def backtest_carry(
     if start_ns is not None and end_ns is not None and end_ns <= start_ns:
         raise PerpdeskError(f"--end {end} must be after --start {start}")
     syms = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
-    _run_and_report(settings, data, venue, syms, start_ns, end_ns, out)
+    if not bars.startswith("perp_bars_"):
+        raise PerpdeskError(f"--bars {bars!r}: must name a perp bar dataset (perp_bars_<tf>)")
+    _run_and_report(settings, data, venue, syms, start_ns, end_ns, out, bars)
 
 
 def main() -> None:

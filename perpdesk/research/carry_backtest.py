@@ -183,11 +183,14 @@ def run_carry_backtest(
     symbols: list[str] | None = None,
     start_ns: int | None = None,
     end_ns: int | None = None,
+    bars: str = "perp_bars_5m",
 ) -> CarryBacktest:
-    """Run the carry backtest over ``catalog_root`` with ``settings``."""
+    """Run the carry backtest over ``catalog_root`` with ``settings``; ``bars`` names the
+    perp bar dataset used for prices and volume (spot legs use ``spot_bars_<same tf>``)."""
     catalog = Catalog(catalog_root)
     v = pick_venue(catalog, venue)
-    panel = load_carry_panel(catalog, v, symbols, start_ns, end_ns)
+    spot_bars = "spot_" + bars.removeprefix("perp_")
+    panel = load_carry_panel(catalog, v, symbols, start_ns, end_ns, bars=bars, spot_bars=spot_bars)
     run = simulate_carry(
         panel, CarryStrategy(rules_from_settings(settings)), sizing_from_settings(settings)
     )
