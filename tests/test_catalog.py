@@ -151,3 +151,17 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
         atomic_write(target, half_then_fail)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_merge_fills_missing_nullable_values(tmp_path: Path) -> None:
+    c = Catalog(tmp_path)
+    c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[:4], RATES[:4], 8))  # no mark
+    marks = [100.0, 101.0, 102.0, 103.0]
+    c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[2:6], RATES[2:6], 8, mark=marks))
+    t = c.read("test", "funding", "AAAUSDT")
+    m = t.column("mark_price").to_numpy(zero_copy_only=False)
+    assert t.num_rows == 6
+    assert np.isnan(m[:2]).all() and list(m[2:]) == marks
+    # the known value stays when a later source lacks it
+    c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[2:3], RATES[2:3], 8))
+    assert c.read("test", "funding", "AAAUSDT").column("mark_price").to_pylist()[2] == 100.0

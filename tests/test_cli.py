@@ -146,3 +146,33 @@ def test_demo_builds_once_then_reuses(tmp_path: Path) -> None:
     assert r2.returncode == 0, r2.stderr
     assert (built[0] / "_COMPLETE").stat().st_mtime_ns == marker.st_mtime_ns  # reused, not rebuilt
     assert r2.stdout.split("catalog:")[1].split()[0] == str(built[0])
+
+
+def test_data_import_folder_and_json(tmp_path: Path) -> None:
+    from tests.realdata import SHARED_DATA
+
+    bars, js = SHARED_DATA / "bars", SHARED_DATA / "funding" / "binance_BTC_funding_rates.json"
+    if not bars.is_dir() or not js.is_file():
+        pytest.skip("real data not available")
+    cat = tmp_path / "cat"
+    r = perpdesk(
+        "data", "import", str(js), "--symbol", "BTCUSDT", "--catalog", str(cat), cwd=tmp_path
+    )
+    assert r.returncode == 0, r.stderr
+    r = perpdesk("data", "import", str(bars), "--catalog", str(cat), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from perpdesk.data.catalog import Catalog
+
+    f = Catalog(cat).read("binance", "funding", "BTCUSDT")
+    # the REST history (4,377 settlements, 2022-01 → 2025-12) contains every freqtrade
+    # settlement (2023-01 → 2024-05): the union adds no rows, and freqtrade's mark prices
+    # fill the JSON's missing ones on exactly those 1,498 settlements
+    assert f.num_rows == 4377
+    assert (
+        f.column("mark_price").null_count
+        + sum(1 for v in f.column("mark_price").to_pylist() if v is not None and v != v)
+        == 4377 - 1498
+    )
+    assert Catalog(cat).read("binance", "perp_bars_15m", "ETHUSDT").num_rows == 47967
+    r = perpdesk("data", "import", str(js), "--catalog", str(cat), cwd=tmp_path)
+    assert r.returncode == 2 and "pass --symbol" in r.stderr

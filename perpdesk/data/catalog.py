@@ -275,7 +275,8 @@ class Catalog:
         """Validate ``table`` and merge it into the symbol's partitions (atomic per file).
 
         Rows whose ``ts_ns`` a partition already holds must be identical to the stored
-        ones (they then dedupe); a differing row is a :class:`CatalogError`.
+        ones (they then dedupe); a differing row is a :class:`CatalogError`. In a nullable
+        column (e.g. ``mark_price``) a missing value never conflicts: the known one is kept.
         """
         spec = dataset_spec(dataset)
         table = validate_table(table, spec, f"{venue}/{dataset}/{symbol} (input)")
@@ -300,18 +301,31 @@ class Catalog:
         ts = both.column("ts_ns").to_numpy()
         dup = np.flatnonzero(np.diff(ts) == 0)
         if dup.size:
+            filled = {}
             for name in both.column_names:
                 col = both.column(name).to_numpy(zero_copy_only=False)
                 a, b = col[dup], col[dup + 1]
                 same = a == b
                 if col.dtype.kind == "f":
-                    same |= np.isnan(a) & np.isnan(b)
+                    a_nan, b_nan = np.isnan(a), np.isnan(b)
+                    same |= a_nan & b_nan
+                    if name not in spec.not_null:
+                        # a missing value is unknown, not different: keep the known one
+                        same |= a_nan | b_nan
+                        col = col.copy()
+                        col[dup] = np.where(a_nan, b, a)
+                        filled[name] = col
                 if not same.all():
                     k = int(dup[np.flatnonzero(~same)[0]])
                     raise CatalogError(
                         f"{path}: ts_ns {fmt_ts(ts[k])} already stored with a different "
                         f"{name} ({col[k]} vs {col[k + 1]})"
                     )
+            for name, col in filled.items():
+                i = both.column_names.index(name)
+                both = both.set_column(
+                    i, both.schema.field(i), pa.array(col, both.schema.field(i).type)
+                )
             keep = np.ones(len(ts), dtype=bool)
             keep[dup + 1] = False
             both = both.filter(pa.array(keep))
