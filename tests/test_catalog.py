@@ -165,3 +165,35 @@ def test_merge_fills_missing_nullable_values(tmp_path: Path) -> None:
     # the known value stays when a later source lacks it
     c.write("test", "funding", "AAAUSDT", funding_table(SETTLE[2:3], RATES[2:3], 8))
     assert c.read("test", "funding", "AAAUSDT").column("mark_price").to_pylist()[2] == 100.0
+
+
+def _trades(ids, ts, prices=None) -> pa.Table:
+    n = len(ids)
+    p = prices or [100.0] * n
+    return pa.table(
+        {
+            "ts_ns": pa.array(ts, pa.int64()),
+            "trade_id": pa.array(ids, pa.int64()),
+            "price": pa.array(p, pa.float64()),
+            "qty_base": pa.array([1.0] * n),
+            "quote_qty": pa.array(p, pa.float64()),
+            "is_buyer_maker": pa.array([False] * n),
+            "ts_recv_ns": pa.array([None] * n, pa.int64()),
+        }
+    )
+
+
+def test_tick_dataset_keys_on_trade_id(tmp_path: Path) -> None:
+    c = Catalog(tmp_path)
+    # three trades in one millisecond are fine; daily partitions
+    c.write("test", "trades", "AAAUSDT", _trades([1, 2, 3], [T0, T0, T0 + 5]))
+    c.write("test", "trades", "AAAUSDT", _trades([3, 4], [T0 + 5, T0 + DAY_NS]))
+    names = sorted(p.name for p in (tmp_path / "test" / "trades" / "AAAUSDT").iterdir())
+    assert names == ["2024-01-01.parquet", "2024-01-02.parquet"]
+    assert c.read("test", "trades", "AAAUSDT").column("trade_id").to_pylist() == [1, 2, 3, 4]
+    with pytest.raises(CatalogError, match="trade_id 3 already stored with a different price"):
+        c.write("test", "trades", "AAAUSDT", _trades([3], [T0 + 5], [101.0]))
+    with pytest.raises(CatalogError, match=r"row 2: trade_id 5 duplicates row 1"):
+        c.write("test", "trades", "AAAUSDT", _trades([5, 5], [T0, T0]))
+    with pytest.raises(CatalogError, match=r"row 2: ts_ns .* is before row 1 .*must not decrease"):
+        c.write("test", "trades", "AAAUSDT", _trades([6, 7], [T0 + 9, T0 + 8]))

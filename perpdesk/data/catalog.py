@@ -64,6 +64,43 @@ OPEN_INTEREST_SCHEMA = pa.schema(
     ]
 )
 
+TRADE_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # exchange trade time
+        ("trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty_base", pa.float64()),
+        ("quote_qty", pa.float64()),
+        ("is_buyer_maker", pa.bool_()),  # True: the seller was the aggressor
+        ("ts_recv_ns", pa.int64()),  # when we received it (null for archives)
+    ]
+)
+
+AGG_TRADE_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),
+        ("agg_trade_id", pa.int64()),
+        ("price", pa.float64()),
+        ("qty_base", pa.float64()),
+        ("first_trade_id", pa.int64()),
+        ("last_trade_id", pa.int64()),
+        ("is_buyer_maker", pa.bool_()),
+        ("ts_recv_ns", pa.int64()),
+    ]
+)
+
+BOOK_TICKER_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # exchange event (or transaction) time
+        ("update_id", pa.int64()),
+        ("bid_px", pa.float64()),
+        ("bid_qty", pa.float64()),
+        ("ask_px", pa.float64()),
+        ("ask_qty", pa.float64()),
+        ("ts_recv_ns", pa.int64()),
+    ]
+)
+
 INSTRUMENT_SCHEMA = pa.schema(
     [
         ("venue", pa.string()),
@@ -82,13 +119,20 @@ INSTRUMENT_SCHEMA = pa.schema(
 
 @dataclass(frozen=True, slots=True)
 class DatasetSpec:
-    """What a dataset must hold: its schema, which columns may never be NaN/null, and
-    the partition granularity (``month`` or ``day``)."""
+    """What a dataset must hold: its schema, which columns may never be NaN/null, the
+    partition granularity (``month`` or ``day``) and the natural key.
+
+    ``key`` is ``ts_ns`` for series with one row per instant (bars, funding, OI), whose
+    ``ts_ns`` must strictly increase; tick datasets key on the exchange's own id
+    (``trade_id``…): their ``ts_ns`` may repeat (many trades share a millisecond) but
+    must not decrease, and the key must strictly increase.
+    """
 
     name: str
     schema: pa.Schema
     not_null: tuple[str, ...]
     partition: str = "month"
+    key: str = "ts_ns"
 
 
 _BAR_RE = re.compile(r"^(perp|spot|mark|index)_bars_(\d+[smhd])$")
@@ -99,6 +143,27 @@ _FIXED_SPECS = {
     ),
     "open_interest": DatasetSpec(
         "open_interest", OPEN_INTEREST_SCHEMA, ("ts_ns", "open_interest_base", "open_interest_usd")
+    ),
+    "trades": DatasetSpec(
+        "trades",
+        TRADE_SCHEMA,
+        tuple(n for n in TRADE_SCHEMA.names if n != "ts_recv_ns"),
+        "day",
+        "trade_id",
+    ),
+    "agg_trades": DatasetSpec(
+        "agg_trades",
+        AGG_TRADE_SCHEMA,
+        tuple(n for n in AGG_TRADE_SCHEMA.names if n != "ts_recv_ns"),
+        "day",
+        "agg_trade_id",
+    ),
+    "book_ticker": DatasetSpec(
+        "book_ticker",
+        BOOK_TICKER_SCHEMA,
+        tuple(n for n in BOOK_TICKER_SCHEMA.names if n != "ts_recv_ns"),
+        "day",
+        "update_id",
     ),
 }
 
@@ -181,6 +246,24 @@ def validate_table(table: pa.Table, spec: DatasetSpec, where: str) -> pa.Table:
             row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0]) + 1
             raise CatalogError(f"{where}: row {row}: {name} is null/NaN")
     ts = table.column("ts_ns").to_numpy()
+    if spec.key != "ts_ns" and ts.size > 1:
+        d = np.diff(ts)
+        if (d < 0).any():
+            i = int(np.flatnonzero(d < 0)[0]) + 1
+            raise CatalogError(
+                f"{where}: row {i + 1}: ts_ns {fmt_ts(ts[i])} is before row {i} "
+                f"({fmt_ts(ts[i - 1])}); timestamps must not decrease"
+            )
+        k = table.column(spec.key).to_numpy()
+        dk = np.diff(k)
+        if (dk <= 0).any():
+            i = int(np.flatnonzero(dk <= 0)[0]) + 1
+            what = "duplicates" if dk[i - 1] == 0 else "is below"
+            raise CatalogError(
+                f"{where}: row {i + 1}: {spec.key} {k[i]} {what} row {i} ({k[i - 1]}); "
+                f"{spec.key} must strictly increase"
+            )
+        return table
     if ts.size > 1:
         d = np.diff(ts)
         if (d <= 0).any():
@@ -296,40 +379,50 @@ class Catalog:
     def _merge(old: pa.Table, new: pa.Table, spec: DatasetSpec, path: Path) -> pa.Table:
         old = validate_table(old, spec, str(path))
         both = pa.concat_tables([old, new])
-        order = pc.sort_indices(both, sort_keys=[("ts_ns", "ascending")])
+        order = pc.sort_indices(both, sort_keys=[(spec.key, "ascending")])
         both = both.take(order)
         ts = both.column("ts_ns").to_numpy()
-        dup = np.flatnonzero(np.diff(ts) == 0)
+        kv = both.column(spec.key).to_numpy()
+        dup = np.flatnonzero(np.diff(kv) == 0)
         if dup.size:
-            filled = {}
-            for name in both.column_names:
-                col = both.column(name).to_numpy(zero_copy_only=False)
-                a, b = col[dup], col[dup + 1]
-                same = a == b
-                if col.dtype.kind == "f":
-                    a_nan, b_nan = np.isnan(a), np.isnan(b)
-                    same |= a_nan & b_nan
-                    if name not in spec.not_null:
-                        # a missing value is unknown, not different: keep the known one
-                        same |= a_nan | b_nan
-                        col = col.copy()
-                        col[dup] = np.where(a_nan, b, a)
-                        filled[name] = col
-                if not same.all():
-                    k = int(dup[np.flatnonzero(~same)[0]])
-                    raise CatalogError(
-                        f"{path}: ts_ns {fmt_ts(ts[k])} already stored with a different "
-                        f"{name} ({col[k]} vs {col[k + 1]})"
+            first, second = pa.array(dup), pa.array(dup + 1)
+            for idx, name in enumerate(both.column_names):
+                col = both.column(name)
+                a, b = col.take(first), col.take(second)
+                if pa.types.is_floating(col.type):  # NaN counts as missing
+                    a = pc.if_else(pc.is_nan(a), pa.scalar(None, col.type), a)
+                    b = pc.if_else(pc.is_nan(b), pa.scalar(None, col.type), b)
+                equal = pc.fill_null(pc.equal(a, b), False)
+                both_missing = pc.and_(pc.is_null(a), pc.is_null(b))
+                same = pc.or_(equal, both_missing)
+                if name not in spec.not_null:
+                    # a missing value is unknown, not different: keep the known one
+                    same = pc.or_(same, pc.or_(pc.is_null(a), pc.is_null(b)))
+                    merged = pc.coalesce(a, b)
+                    values = col.combine_chunks()
+                    mask = np.zeros(len(ts), dtype=bool)
+                    mask[dup] = True
+                    # place merged values at the first row of each duplicate pair
+                    pos = np.zeros(len(ts), dtype=np.int64)
+                    pos[dup] = np.arange(dup.size)
+                    filler = merged.take(pa.array(pos))
+                    both = both.set_column(
+                        idx, both.schema.field(idx), pc.if_else(pa.array(mask), filler, values)
                     )
-            for name, col in filled.items():
-                i = both.column_names.index(name)
-                both = both.set_column(
-                    i, both.schema.field(i), pa.array(col, both.schema.field(i).type)
-                )
+                if not pc.all(same).as_py():
+                    k = int(dup[np.flatnonzero(~same.to_numpy(zero_copy_only=False))[0]])
+                    vals = col.to_pylist()
+                    what = (
+                        f"ts_ns {fmt_ts(ts[k])}" if spec.key == "ts_ns" else f"{spec.key} {kv[k]}"
+                    )
+                    raise CatalogError(
+                        f"{path}: {what} already stored with a different "
+                        f"{name} ({vals[k]} vs {vals[k + 1]})"
+                    )
             keep = np.ones(len(ts), dtype=bool)
             keep[dup + 1] = False
             both = both.filter(pa.array(keep))
-        return both
+        return validate_table(both, spec, f"{path} (merged)")
 
     def read(
         self,
