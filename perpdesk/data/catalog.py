@@ -101,6 +101,17 @@ BOOK_TICKER_SCHEMA = pa.schema(
     ]
 )
 
+MARK_PRICE_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # exchange event time
+        ("mark_px", pa.float64()),
+        ("index_px", pa.float64()),  # null when the source lacks it
+        ("predicted_funding_rate", pa.float64()),  # fraction for the next settlement
+        ("next_funding_ts_ns", pa.int64()),
+        ("ts_recv_ns", pa.int64()),
+    ]
+)
+
 INSTRUMENT_SCHEMA = pa.schema(
     [
         ("venue", pa.string()),
@@ -135,7 +146,7 @@ class DatasetSpec:
     key: str = "ts_ns"
 
 
-_BAR_RE = re.compile(r"^(perp|spot|mark|index)_bars_(\d+[smhd])$")
+_BAR_RE = re.compile(r"^(perp|spot|mark|index|premium)_bars_(\d+[smhd])$")
 
 _FIXED_SPECS = {
     "funding": DatasetSpec(
@@ -144,6 +155,7 @@ _FIXED_SPECS = {
     "open_interest": DatasetSpec(
         "open_interest", OPEN_INTEREST_SCHEMA, ("ts_ns", "open_interest_base", "open_interest_usd")
     ),
+    "mark_price": DatasetSpec("mark_price", MARK_PRICE_SCHEMA, ("ts_ns", "mark_px"), "day"),
     "trades": DatasetSpec(
         "trades",
         TRADE_SCHEMA,
