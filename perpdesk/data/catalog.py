@@ -187,7 +187,7 @@ def dataset_spec(name: str) -> DatasetSpec:
     if _BAR_RE.match(name):
         return DatasetSpec(name, BAR_SCHEMA, tuple(BAR_SCHEMA.names))
     raise CatalogError(
-        f"unknown dataset '{name}' (known: funding, open_interest, <kind>_bars_<tf>)"
+        f"unknown dataset '{name}' (known: {', '.join(_FIXED_SPECS)}, <kind>_bars_<tf>)"
     )
 
 
