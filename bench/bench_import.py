@@ -1,0 +1,99 @@
+"""Throughput of perpdesk.data.sources.binance_archive on a futures aggTrades file.
+
+Run: ``.venv/bin/python bench/bench_import.py``. Writes a synthetic 5-million-row
+aggTrades CSV (and the same as a zip) to a temp dir, times ``read_archive_file`` (parse +
+validate + normalise) best of 3 on one core (pyarrow CPU pool = 1 thread), and the
+catalog write of the result.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import best_of
+
+from perpdesk.data.catalog import Catalog
+from perpdesk.data.sources.binance_archive import read_archive_file
+
+N = 5_000_000
+TARGET = 2_000_000
+
+
+def _write_csv(path: Path, n: int) -> None:
+    rng = np.random.default_rng(7)
+    ids = np.arange(1_000_000_000, 1_000_000_000 + n, dtype=np.int64)
+    px = np.round(60_000.0 * np.exp(np.cumsum(rng.normal(0.0, 2e-5, n))), 1)
+    qty = np.round(rng.exponential(0.05, n), 3) + 0.001
+    first = 3_000_000_000 + np.cumsum(rng.integers(1, 4, n))
+    last = first + rng.integers(0, 3, n)
+    t0 = 1_704_067_200_000  # 2024-01-01 ms
+    ts = t0 + np.sort(rng.integers(0, 86_400_000, n))
+    maker = np.where(rng.random(n) < 0.5, "true", "false")
+    with path.open("w") as fh:
+        fh.write(
+            "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,"
+            "is_buyer_maker\n"
+        )
+        step = 500_000
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            lines = [
+                f"{a},{b:.1f},{c:.3f},{d},{f},{g},{h}"
+                for a, b, c, d, f, g, h in zip(
+                    ids[s:e].tolist(),
+                    px[s:e].tolist(),
+                    qty[s:e].tolist(),
+                    first[s:e].tolist(),
+                    last[s:e].tolist(),
+                    ts[s:e].tolist(),
+                    maker[s:e].tolist(),
+                    strict=True,
+                )
+            ]
+            fh.write("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    pa.set_cpu_count(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        csv_path = d / "BTCUSDT-aggTrades-2024-01-01.csv"
+        zip_dir = d / "zip"
+        zip_dir.mkdir()
+        zip_path = zip_dir / "BTCUSDT-aggTrades-2024-01-01.zip"
+        t0 = time.perf_counter()
+        _write_csv(csv_path, N)
+        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+            zf.write(csv_path, csv_path.name)
+        print(
+            f"fixture: {N:,} rows, {csv_path.stat().st_size / 1e6:.0f} MB csv, "
+            f"{zip_path.stat().st_size / 1e6:.0f} MB zip ({time.perf_counter() - t0:.1f} s)"
+        )
+        for label, path in (("csv", csv_path), ("zip", zip_path)):
+            t = best_of(lambda p=path: read_archive_file(p), repeat=3)
+            rate = N / t
+            ok = "met" if rate >= TARGET else "NOT met"
+            print(
+                f"read_archive_file {label}: {t:.2f} s, {rate / 1e6:.2f} M rows/s "
+                f"(target {TARGET / 1e6:.0f} M rows/s: {ok})"
+            )
+        _, sym, table = read_archive_file(csv_path)
+        t0 = time.perf_counter()
+        Catalog(d / "cat").write("binance", "agg_trades", sym, table)
+        print(
+            f"catalog write: {time.perf_counter() - t0:.2f} s "
+            f"({N / (time.perf_counter() - t0) / 1e6:.2f} M rows/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
