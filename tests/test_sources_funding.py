@@ -186,7 +186,7 @@ H8 = 8 * 3600 * 1000
         ([{"coin": "BTC", "funding_rate": "x", "time": 0}], "row 1: funding_rate"),
         (
             [{"coin": "BTC", "funding_rate": "0", "time": t} for t in (0, H8, H8)],
-            "row 3: settlement time duplicates row 2",
+            "row 3: settlement ts_ns 1970-01-01T08:00:00Z duplicates row 2",
         ),
         (
             [

@@ -234,6 +234,37 @@ def atomic_write_parquet(table: pa.Table, path: Path) -> None:
     atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+def check_increasing(
+    values: np.ndarray,
+    where: str,
+    name: str,
+    *,
+    strict: bool = True,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Raise :class:`CatalogError` at the first value that is not after its predecessor
+    (``strict``) or is below it. Rows are 1-based data rows, or ``rows[i] + 1`` when the
+    values are a subset of a file whose 0-based row numbers are ``rows``. ``ts_ns``-like
+    names render as ISO times."""
+    if values.size < 2:
+        return
+    d = np.diff(values)
+    bad = d <= 0 if strict else d < 0
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0]) + 1
+    row, prev_row = (i + 1, i) if rows is None else (int(rows[i]) + 1, int(rows[i - 1]) + 1)
+    is_time = name.endswith("ts_ns")
+    show = fmt_ts if is_time else str
+    what = "is before" if is_time else "is below"
+    what = "duplicates" if d[i - 1] == 0 else what
+    rule = "must strictly increase" if strict else "must not decrease"
+    raise CatalogError(
+        f"{where}: row {row}: {name} {show(values[i])} {what} row {prev_row} "
+        f"({show(values[i - 1])}); {name} {rule}"
+    )
+
+
 def validate_table(table: pa.Table, spec: DatasetSpec, where: str) -> pa.Table:
     """Check ``table`` against ``spec``; return it cast to the spec's schema.
 
@@ -258,24 +289,12 @@ def validate_table(table: pa.Table, spec: DatasetSpec, where: str) -> pa.Table:
             row = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0]) + 1
             raise CatalogError(f"{where}: row {row}: {name} is null/NaN")
     ts = table.column("ts_ns").to_numpy()
-    if spec.key != "ts_ns" and ts.size > 1:
-        d = np.diff(ts)
-        if (d < 0).any():
-            i = int(np.flatnonzero(d < 0)[0]) + 1
-            raise CatalogError(
-                f"{where}: row {i + 1}: ts_ns {fmt_ts(ts[i])} is before row {i} "
-                f"({fmt_ts(ts[i - 1])}); timestamps must not decrease"
-            )
-        k = table.column(spec.key).to_numpy()
-        dk = np.diff(k)
-        if (dk <= 0).any():
-            i = int(np.flatnonzero(dk <= 0)[0]) + 1
-            what = "duplicates" if dk[i - 1] == 0 else "is below"
-            raise CatalogError(
-                f"{where}: row {i + 1}: {spec.key} {k[i]} {what} row {i} ({k[i - 1]}); "
-                f"{spec.key} must strictly increase"
-            )
-        return table
+    if spec.key == "ts_ns":
+        check_increasing(ts, where, "ts_ns", strict=True)
+    else:
+        check_increasing(ts, where, "ts_ns", strict=False)
+        check_increasing(table.column(spec.key).to_numpy(), where, spec.key, strict=True)
+    return table
     if ts.size > 1:
         d = np.diff(ts)
         if (d <= 0).any():

@@ -29,7 +29,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from perpdesk.data.catalog import NS_PER_S, Catalog, dataset_spec, validate_table
+from perpdesk.data.catalog import (
+    NS_PER_S,
+    Catalog,
+    check_increasing,
+    dataset_spec,
+    validate_table,
+)
 from perpdesk.errors import CatalogError
 
 NS_PER_MS = 1_000_000
@@ -54,19 +60,6 @@ def _num(value: Any, where: str, what: str) -> float:
     if not np.isfinite(x):
         raise CatalogError(f"{where}: {what} {value!r} is not finite")
     return x
-
-
-def _check_sorted(ts: np.ndarray, where: str) -> None:
-    """Strictly increasing timestamps, else CatalogError naming the row (1-based)."""
-    if ts.size > 1:
-        d = np.diff(ts)
-        if (d <= 0).any():
-            i = int(np.flatnonzero(d <= 0)[0]) + 1
-            what = "duplicates" if d[i - 1] == 0 else "is before"
-            raise CatalogError(
-                f"{where}: row {i + 1}: settlement time {what} row {i}; "
-                "timestamps must be strictly increasing"
-            )
 
 
 def infer_intervals(ts_ns: np.ndarray, where: str) -> np.ndarray:
@@ -174,24 +167,11 @@ def read_binance_funding_json(path: PathLike, symbol: str | None = None) -> pa.T
             raise CatalogError(f"{path}: no records for symbol {symbol}")
     rows = np.flatnonzero(keep)
     ts_ns = _round_ns(np.array(ts, dtype=np.int64)[rows] * NS_PER_MS, NS_PER_S)
-    _check_sorted_rows(ts_ns, rows, path)
+    check_increasing(ts_ns, str(path), "settlement ts_ns", rows=rows)
     interval = infer_intervals(ts_ns, str(path))
     return funding_table(
         ts_ns, np.array(rates)[rows], interval, np.array(marks, dtype=float)[rows], str(path)
     )
-
-
-def _check_sorted_rows(ts_ns: np.ndarray, rows: np.ndarray, path: Path) -> None:
-    """Like :func:`_check_sorted` but reports file row numbers of a filtered subset."""
-    if ts_ns.size > 1:
-        d = np.diff(ts_ns)
-        if (d <= 0).any():
-            j = int(np.flatnonzero(d <= 0)[0]) + 1
-            what = "duplicates" if d[j - 1] == 0 else "is before"
-            raise CatalogError(
-                f"{path}: row {rows[j] + 1}: settlement time {what} row {rows[j - 1] + 1}; "
-                "timestamps must be strictly increasing"
-            )
 
 
 def _london_to_utc_ns(text: str, interval_h: int, where: str) -> int:
@@ -309,7 +289,7 @@ def read_hyperliquid_funding_json(path: PathLike) -> pa.Table:
     if (off > 300 * NS_PER_S).any():
         i = int(np.flatnonzero(off > 300 * NS_PER_S)[0])
         raise CatalogError(f"{path}: row {i + 1}: time is {off[i] / NS_PER_S:g} s off the hour")
-    _check_sorted(snapped, str(path))
+    check_increasing(snapped, str(path), "settlement ts_ns")
     return funding_table(
         snapped, np.array(rates), np.ones(len(ts), dtype=np.int32), None, str(path)
     )
@@ -347,7 +327,7 @@ def read_multivenue_funding(path: PathLike, venue: str, coin: str) -> pa.Table:
             j = int(np.flatnonzero(bad.to_numpy(zero_copy_only=False))[0])
             raise CatalogError(f"{path}: row {rows[j] + 1}: {name} is null/NaN")
     ts_ns = _round_ns(ts.to_numpy(), NS_PER_S)
-    _check_sorted_rows(ts_ns, rows, path)
+    check_increasing(ts_ns, str(path), "settlement ts_ns", rows=rows)
     interval = infer_intervals(ts_ns, f"{path} ({venue} {coin})")
     return funding_table(ts_ns, rate.to_numpy(), interval, None, str(path))
 
