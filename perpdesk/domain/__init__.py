@@ -5,14 +5,44 @@ Units are in the field names: ``ts_ns`` is nanoseconds since the Unix epoch (UTC
 settlement (``0.0001`` = 0.01 %), ``*_h`` is hours.
 """
 
-from perpdesk.domain.events import Bar, FundingSettlement, OpenInterest
+from perpdesk.domain.events import (
+    Bar,
+    BookTop,
+    FundingSettlement,
+    MarkPrice,
+    OpenInterest,
+    Timer,
+    Trade,
+)
 from perpdesk.domain.instruments import Instrument, InstrumentKind, annualise_rate
+from perpdesk.domain.orders import (
+    Fill,
+    Liquidity,
+    Order,
+    OrderType,
+    PositionSide,
+    Side,
+    TimeInForce,
+    to_decimal,
+)
 
 __all__ = [
     "Bar",
+    "BookTop",
+    "Fill",
     "FundingSettlement",
     "Instrument",
     "InstrumentKind",
+    "Liquidity",
+    "MarkPrice",
     "OpenInterest",
+    "Order",
+    "OrderType",
+    "PositionSide",
+    "Side",
+    "TimeInForce",
+    "Timer",
+    "Trade",
     "annualise_rate",
+    "to_decimal",
 ]

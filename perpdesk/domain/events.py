@@ -59,3 +59,53 @@ class OpenInterest:
     ts_ns: int
     open_interest_base: float
     open_interest_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    """One public trade printed at ``ts_ns``: ``qty_base`` base units at ``price``.
+
+    ``buyer_is_maker`` follows Binance's ``m`` flag: True means the aggressor sold.
+    """
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    price: float
+    qty_base: float
+    buyer_is_maker: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BookTop:
+    """Best bid/ask with the size resting at each (base units), as of ``ts_ns``."""
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    bid: float
+    bid_qty_base: float
+    ask: float
+    ask_qty_base: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarkPrice:
+    """Mark and index price at ``ts_ns``, with the venue's predicted funding rate for the
+    settlement at ``next_funding_ts_ns`` (Binance ``markPrice`` stream: p, i, r, T)."""
+
+    venue: str
+    symbol: str
+    ts_ns: int
+    mark_price: float
+    index_price: float
+    predicted_funding_rate: float
+    next_funding_ts_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """A timer a strategy set, firing at ``ts_ns`` (simulated or wall clock)."""
+
+    ts_ns: int
+    name: str
