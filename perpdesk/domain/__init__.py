@@ -14,7 +14,12 @@ from perpdesk.domain.events import (
     Timer,
     Trade,
 )
-from perpdesk.domain.instruments import Instrument, InstrumentKind, annualise_rate
+from perpdesk.domain.instruments import (
+    Instrument,
+    InstrumentKind,
+    annualise_rate,
+    spot_symbol,
+)
 from perpdesk.domain.orders import (
     Fill,
     Liquidity,
@@ -44,5 +49,6 @@ __all__ = [
     "Timer",
     "Trade",
     "annualise_rate",
+    "spot_symbol",
     "to_decimal",
 ]

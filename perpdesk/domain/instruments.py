@@ -70,3 +70,16 @@ def annualise_rate(rate: float, interval_h: float) -> float:
     Works element-wise on NumPy arrays too.
     """
     return rate * (HOURS_PER_YEAR / interval_h) * 100.0
+
+
+SPOT_SUFFIX = ".SPOT"
+
+
+def spot_symbol(symbol: str) -> str:
+    """The engine's name for the spot leg of a perp symbol: ``BTCUSDT`` → ``BTCUSDT.SPOT``.
+
+    Inside one engine run every instrument is addressed by a unique symbol string; perps
+    keep the exchange symbol and spot legs take this suffix (the catalog keeps spot bars
+    under the exchange symbol in ``spot_bars_<tf>``).
+    """
+    return symbol + SPOT_SUFFIX
