@@ -13,8 +13,10 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from perpdesk.app import cli_data_query, cli_download  # noqa: F401  (register data sub-commands)
 from perpdesk.app.cli_backtest import _run_and_report, backtest_app
 from perpdesk.app.cli_data import data_app
+from perpdesk.app.cli_store import store_app
 from perpdesk.app.common import ConfigOpt, console, err_console
 from perpdesk.config import load_settings
 from perpdesk.errors import PerpdeskError
@@ -27,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(data_app, name="data")
+app.registered_commands += store_app.registered_commands
 
 
 @app.command()
