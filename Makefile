@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean services
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/perpdesk demo
 
-test: $(STAMP)
+services:
+	./scripts/ensure-postgres.sh
+
+test: $(STAMP) services
 	$(BIN)/ruff check --no-cache perpdesk tests bench
 	$(BIN)/python -m pytest -n 2 -q
 
