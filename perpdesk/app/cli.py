@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from perpdesk.app import cli_data_query, cli_download  # noqa: F401  (register data sub-commands)
 from perpdesk.app.cli_backtest import _run_and_report, backtest_app
 from perpdesk.app.cli_data import data_app
+from perpdesk.app.cli_live import live_app
 from perpdesk.app.cli_store import store_app
 from perpdesk.app.common import ConfigOpt, console, err_console
 from perpdesk.config import load_settings
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(backtest_app, name="backtest")
 app.add_typer(data_app, name="data")
 app.registered_commands += store_app.registered_commands
+app.registered_commands += live_app.registered_commands
 
 
 @app.command()
