@@ -79,3 +79,36 @@ def test_summarize_keys_and_frequency() -> None:
     assert s["sortino"] == pytest.approx((0.1 / 3) / math.sqrt(0.01 / 3) * math.sqrt(1095))
     assert s["win_rate_pct"] == 50.0 and s["trades"] == 2.0
     assert math.isnan(s["exposure_pct"])
+
+
+def test_run_report_html(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from perpdesk.research.report import write_run_report
+
+    ts = np.arange(3) * DAY
+    e = np.array([100.0, 90.0, 120.0])
+    mets = m.summarize(ts, e)
+    rows = [
+        {
+            "strategy_id": "grid",
+            "symbol": "BTCUSDT",
+            "price_pnl_usd": 25.0,
+            "funding_usd": -1.5,
+            "fees_usd": 3.25,
+            "slippage_usd": 0.0,
+        }
+    ]
+    p = write_run_report(
+        tmp_path / "r.html",
+        "Grid <test>",
+        "intro & more",
+        ts,
+        e,
+        mets,
+        rows,
+        counts={"circuit breaker triggers": 2},
+    )
+    page = p.read_text()
+    assert "Grid &lt;test&gt;" in page and "intro &amp; more" in page
+    assert "<td>20.00</td>" in page  # total return (120/100 − 1) = 20 %
+    assert "<td>10.00</td>" in page  # max drawdown 1 − 90/100 = 10 %
+    assert "<td>3.25</td>" in page and "circuit breaker triggers" in page

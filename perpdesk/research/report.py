@@ -128,3 +128,113 @@ def write_carry_report(bt: CarryBacktest, path: Path) -> Path:
     )
     atomic_write_text(page, path)
     return path
+
+
+_METRIC_ROWS = [
+    ("total_return_pct", "total return %", "{:.2f}"),
+    ("cagr_pct", "CAGR %", "{:.2f}"),
+    ("sharpe", "Sharpe", "{:.2f}"),
+    ("sortino", "Sortino", "{:.2f}"),
+    ("calmar", "Calmar", "{:.2f}"),
+    ("max_dd_pct", "max drawdown %", "{:.2f}"),
+    ("max_dd_days", "max drawdown duration (days)", "{:.1f}"),
+    ("win_rate_pct", "win rate %", "{:.1f}"),
+    ("profit_factor", "profit factor", "{:.2f}"),
+    ("trades", "closed trades", "{:.0f}"),
+    ("exposure_pct", "exposure %", "{:.1f}"),
+    ("turnover_per_year", "turnover / year", "{:.2f}"),
+]
+
+_PNL_PARTS = [
+    ("price_pnl_usd", "price"),
+    ("funding_usd", "funding"),
+    ("fees_usd", "fees"),
+    ("slippage_usd", "slippage"),
+]
+
+
+def run_figure(
+    ts_ns: np.ndarray,
+    equity_usd: np.ndarray,
+    breakdown: list[dict],
+    benchmark_usd: np.ndarray | None,
+) -> go.Figure:
+    """Equity (and an optional buy-and-hold benchmark), drawdown, and the PnL of each
+    (strategy, symbol) split into price, funding, fees and slippage (fees and slippage
+    drawn as negative bars: they are costs)."""
+    e = np.asarray(equity_usd, dtype=float)
+    fig = make_subplots(
+        rows=3,
+        cols=1,
+        vertical_spacing=0.08,
+        subplot_titles=("Equity (USD)", "Drawdown (%)", "PnL decomposition (USD)"),
+    )
+    x = _dt(ts_ns)
+    fig.add_trace(go.Scatter(x=x, y=e, name="equity", line={"width": 2}), 1, 1)
+    if benchmark_usd is not None:
+        fig.add_trace(
+            go.Scatter(x=x, y=benchmark_usd, name="buy and hold", line={"dash": "dot"}), 1, 1
+        )
+    if e.size:
+        dd = (1.0 - e / np.maximum.accumulate(e)) * -100.0
+        fig.add_trace(go.Scatter(x=x, y=dd, name="drawdown", fill="tozeroy"), 2, 1)
+    labels = [f"{r.get('strategy_id') or '-'} / {r['symbol']}" for r in breakdown]
+    for key, name in _PNL_PARTS:
+        sign = -1.0 if key in ("fees_usd", "slippage_usd") else 1.0
+        fig.add_trace(
+            go.Bar(x=labels, y=[sign * float(r.get(key, 0.0)) for r in breakdown], name=name),
+            3,
+            1,
+        )
+    fig.update_layout(height=1000, template="plotly_white", barmode="relative")
+    return fig
+
+
+def write_run_report(
+    path: Path,
+    title: str,
+    intro: str,
+    ts_ns: np.ndarray,
+    equity_usd: np.ndarray,
+    metrics: dict[str, float],
+    breakdown: list[dict],
+    counts: dict[str, int] | None = None,
+    benchmark_usd: np.ndarray | None = None,
+) -> Path:
+    """One offline HTML page for any engine run: headline metrics, counters (e.g. circuit
+    breaker triggers), the PnL breakdown table and :func:`run_figure`. ``intro`` is plain
+    text (escaped here)."""
+    mrows = "".join(
+        f"<tr><th>{html.escape(label)}</th><td>{html.escape(fmt_cell(metrics.get(k, math.nan), f))}</td></tr>"
+        for k, label, f in _METRIC_ROWS
+        if k in metrics
+    )
+    crows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{v:,}</td></tr>" for k, v in (counts or {}).items()
+    )
+    bhead = (
+        "<tr><th>strategy</th><th>symbol</th>"
+        + "".join(f"<th>{n} USD</th>" for _, n in _PNL_PARTS)
+        + "</tr>"
+    )
+    brows = "".join(
+        "<tr><td>{}</td><td>{}</td>{}</tr>".format(
+            html.escape(str(r.get("strategy_id") or "-")),
+            html.escape(str(r["symbol"])),
+            "".join(f"<td>{float(r.get(k, 0.0)):,.2f}</td>" for k, _ in _PNL_PARTS),
+        )
+        for r in breakdown
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"
+        f"<table>{mrows}{crows}</table><table>{bhead}{brows}</table>"
+        + run_figure(ts_ns, equity_usd, breakdown, benchmark_usd).to_html(
+            full_html=False, include_plotlyjs=True
+        )
+        + "</body></html>"
+    )
+    atomic_write_text(page, path)
+    return path
