@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from perpdesk.app import cli_data_query, cli_download  # noqa: F401  (register data sub-commands)
+from perpdesk.app import cli_data_query, cli_download, cli_grid  # noqa: F401  (register data sub-commands)
 from perpdesk.app.cli_backtest import _run_and_report, backtest_app
 from perpdesk.app.cli_data import data_app
 from perpdesk.app.cli_live import live_app
