@@ -752,6 +752,34 @@ class CcxtDownloader:
             )
         return sorted(res, key=lambda x: x.symbol)
 
+    def open_interest_usd(
+        self, symbols: Sequence[str], marks: dict[str, float] | None = None
+    ) -> dict[str, float]:
+        """Current open interest in USD per exchange symbol id (ccxt ``fetch_open_interest``,
+        one call per symbol; Binance ``/fapi/v1/openInterest`` gives contracts only, so
+        USD = contracts × mark price from ``marks``). Symbols the exchange can't answer for
+        are left out."""
+        self.load_markets()
+        ex = self.exchange
+        if not ex.has.get("fetchOpenInterest"):
+            return {}
+        res = {}
+        for sym_id in symbols:
+            m = self.market(sym_id)
+            r = self._call(
+                lambda m=m: ex.fetch_open_interest(m["symbol"]), f"{ex.id} {sym_id} open interest"
+            )
+            value = r.get("openInterestValue")
+            if value is None and r.get("openInterestAmount") is not None and marks:
+                mark = marks.get(sym_id)
+                if mark is not None and mark == mark:
+                    value = (
+                        float(r["openInterestAmount"]) * mark * float(m.get("contractSize") or 1)
+                    )
+            if value is not None:
+                res[sym_id] = float(value)
+        return res
+
     def funding_intervals(self, symbols: Sequence[str] | None = None) -> dict[str, int]:
         """Funding interval in hours per exchange symbol id, as the exchange states it
         (ccxt ``fetch_funding_intervals``; Binance ``/fapi/v1/fundingInfo``, which lists
