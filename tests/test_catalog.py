@@ -197,3 +197,15 @@ def test_tick_dataset_keys_on_trade_id(tmp_path: Path) -> None:
         c.write("test", "trades", "AAAUSDT", _trades([5, 5], [T0, T0]))
     with pytest.raises(CatalogError, match=r"row 2: ts_ns .* is before row 1 .*must not decrease"):
         c.write("test", "trades", "AAAUSDT", _trades([6, 7], [T0 + 9, T0 + 8]))
+
+
+def test_true_null_in_float_column_names_file_and_row(cat: Path) -> None:
+    # a real Arrow null (not NaN) in a required float column must be refused too
+    f = _funding_file(cat)
+    t = pq.read_table(f)
+    rates = t.column("funding_rate").to_pylist()
+    rates[4] = None
+    _rewrite(f, t.set_column(1, "funding_rate", pa.array(rates, pa.float64())))
+    with pytest.raises(CatalogError) as e:
+        run_carry_backtest(_settings(), cat)
+    assert str(e.value) == f"{f}: row 5: funding_rate is null/NaN"
