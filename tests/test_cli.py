@@ -176,3 +176,83 @@ def test_data_import_folder_and_json(tmp_path: Path) -> None:
     assert Catalog(cat).read("binance", "perp_bars_15m", "ETHUSDT").num_rows == 47967
     r = perpdesk("data", "import", str(js), "--catalog", str(cat), cwd=tmp_path)
     assert r.returncode == 2 and "pass --symbol" in r.stderr
+
+
+def _archive_inputs(tmp_path: Path) -> tuple[Path, Path, Path, int, int]:
+    """A 1m klines CSV and an aggTrades zip in Binance archive layout, built from real
+    BTCUSDT ticks (see tests/test_sources_binance_archive.py), the zip's 3rd row with a
+    negative quantity; and a funding JSON whose 2nd record has a non-numeric rate."""
+    import json
+
+    import numpy as np
+
+    from tests.realdata import ws_trades
+    from tests.test_sources_binance_archive import (
+        AGG_HDR,
+        _agg_lines,
+        _agg_rows,
+        _kline_lines,
+        _kline_rows,
+        _write,
+    )
+
+    t = {k: v[:400] for k, v in ws_trades().items()}
+    t["id"] = np.arange(7_000_000_001, 7_000_000_401, dtype=np.int64)
+    klines = _write(tmp_path / "in" / "BTCUSDT-1m-2024-07-19.csv", _kline_lines(_kline_rows(t)))
+    agg = _agg_lines(_agg_rows(t))
+    agg[2] = agg[2].replace(",", ",-", 2).replace(",-", ",", 1)  # quantity → negative
+    assert ",-" in agg[2]
+    zp = _write(tmp_path / "in" / "BTCUSDT-aggTrades-2024-07-19.zip", agg, AGG_HDR, zipped=True)
+    recs = [{"coin": "BTC", "funding_rate": "0.0001", "time": 1704067200000 + k * 28_800_000}
+            for k in range(4)]  # fmt: skip
+    recs[1]["funding_rate"] = "n/a"
+    js = tmp_path / "in" / "funding.json"
+    js.write_text(json.dumps(recs))
+    return klines, zp, js, len(_kline_rows(t)), len(agg)
+
+
+def test_data_import_archive_capture_funding_all_or_nothing(tmp_path: Path) -> None:
+    from perpdesk.data.catalog import Catalog
+    from tests.realdata import shared_file
+
+    cap = shared_file("binance-ws/usdm/btcusdt_20230404.dat.gz")
+    klines, zp, js, n_bars, n_agg = _archive_inputs(tmp_path)
+    cat = tmp_path / "cat"
+    args = [str(klines), str(cap), str(zp), str(js), "--symbol", "BTCUSDT", "--catalog", str(cat)]
+    # strict: the first bad row (zip row 3) fails everything; the good files are not written
+    r = perpdesk("data", "import", *args, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0] == (
+        f"error: {zp}[BTCUSDT-aggTrades-2024-07-19.csv]: row 3: quantity is negative"
+    )
+    assert not cat.exists() or not list(cat.rglob("*.parquet"))
+    # quarantine: bad rows set aside with their reason, the rest imported
+    q = tmp_path / "q"
+    r = perpdesk("data", "import", *args, "--quarantine", str(q), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    c = Catalog(cat)
+    assert c.read("binance", "perp_bars_1m", "BTCUSDT").num_rows == n_bars
+    agg = c.read("binance", "agg_trades", "BTCUSDT")
+    assert agg.num_rows == n_agg - 1 and 902 not in agg["agg_trade_id"].to_pylist()
+    # the capture's counts (see tests/test_sources_binance_ws.py COUNTS)
+    assert c.read("binance", "trades", "BTCUSDT").num_rows == 2197
+    assert c.read("binance", "book_ticker", "BTCUSDT").num_rows == 6765
+    assert c.read("binance", "mark_price", "BTCUSDT").num_rows == 99
+    f = c.read("binance", "funding", "BTCUSDT")
+    assert f["funding_rate"].to_pylist() == [0.0001] * 3
+    rows = (q / "quarantine.csv").read_text().splitlines()
+    assert rows[0] == "file,row,reason,raw_line"
+    assert rows[1].startswith(f"{zp}[BTCUSDT-aggTrades-2024-07-19.csv],3,quantity is negative,")
+    assert rows[2].startswith(f"{js},2,funding_rate 'n/a' is not a number,")
+    out = r.stdout
+    assert "quarantined 2 row(s)" in out and "total" in out
+    total = next(ln for ln in out.splitlines() if "total" in ln)
+    n_all = n_bars + n_agg - 1 + 2197 + 6765 + 99 + 3
+    assert f"{n_all:,}" in total and total.rstrip(" │").endswith("2")
+    # an archive kind given on the command line: the same klines as mark-price bars
+    r = perpdesk("data", "import", str(klines), "--kind", "markPriceKlines", "--catalog",
+                 str(cat), cwd=tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert c.read("binance", "mark_bars_1m", "BTCUSDT").num_rows == n_bars

@@ -366,3 +366,94 @@ def test_crlf_blank_line_and_header_only(tmp_path):
     ds, _, t = read_archive_file(only)
     assert (ds, t.num_rows) == ("trades", 0)
     assert import_archive_files([only], Catalog(tmp_path / "cat")).rows_imported == 0
+
+
+# -- bookDepth -------------------------------------------------------------------------
+
+DEPTH_HDR = "timestamp,percentage,depth,notional"
+BANDS_PCT = (-0.2, -0.1, -0.05, 0.05, 0.1, 0.2)
+
+
+@pytest.fixture(scope="module")
+def depth_rows() -> tuple[int, list[tuple[float, float, float]]]:
+    """bookDepth rows computed from the real REST snapshot at the start of
+    usdm/btcusdt_20240718.gz (1000 levels a side, about ±0.21 % of mid) by a slow
+    reference: mid = (best bid + best ask) / 2; band -p holds the bid levels priced at or
+    above mid·(1 − p/100), band +p the ask levels at or below mid·(1 + p/100); depth is
+    their summed quantity, notional their summed price × quantity."""
+    from perpdesk.data.sources.binance_ws import read_capture
+    from tests.realdata import shared_file
+
+    snap = read_capture(shared_file("binance-ws/usdm/btcusdt_20240718.gz")).require_snapshot()
+    mid = (snap.bids[0][0] + snap.asks[0][0]) / 2
+    out = []
+    for pct in BANDS_PCT:
+        if pct < 0:
+            lv = [(p, q) for p, q in snap.bids if p >= mid * (1 + pct / 100)]
+        else:
+            lv = [(p, q) for p, q in snap.asks if p <= mid * (1 + pct / 100)]
+        out.append((pct, sum(q for _, q in lv), sum(p * q for p, q in lv)))
+    assert snap.event_ts_ns is not None
+    return snap.event_ts_ns // 10**9 * 10**9, out
+
+
+def _depth_lines(ts_s: int, rows, as_text: bool = True) -> list[str]:
+    stamp = str(np.datetime64(ts_s, "s")).replace("T", " ") if as_text else str(ts_s * 1000)
+    return [f"{stamp},{p!r},{d!r},{n!r}" for p, d, n in rows]
+
+
+def test_book_depth_from_real_snapshot(tmp_path, depth_rows):
+    ts_ns, rows = depth_rows
+    ts_s = ts_ns // 10**9
+    # second snapshot 30 s later (same bands, listed from the outside in: order is free)
+    later = [(p, d * 2, n * 2) for p, d, n in reversed(rows)]
+    lines = _depth_lines(ts_s, rows) + _depth_lines(ts_s + 30, later, as_text=False)
+    f = _write(tmp_path / "BTCUSDT-bookDepth-2024-07-18.zip", lines, DEPTH_HDR, zipped=True)
+    ds, sym, t = read_archive_file(f)
+    assert (ds, sym, t.num_rows) == ("book_depth", "BTCUSDT", 12)
+    assert t.schema.names == ["ts_ns", "band_pct", "depth_base", "notional_usd"]
+    # 2024-07-18 23:57:02 UTC (the snapshot's E = 1721347022759 ms, to the second)
+    assert t["ts_ns"][0].as_py() == 1721347022 * 10**9
+    assert t["ts_ns"][-1].as_py() == (1721347022 + 30) * 10**9
+    assert t["band_pct"].to_pylist() == list(BANDS_PCT) * 2
+    assert t["depth_base"].to_pylist()[:6] == [d for _, d, _ in rows]
+    assert t["notional_usd"].to_pylist()[6:] == [2 * n for _, _, n in rows]
+    # best bid 63943.9 × 46.372 is inside every bid band: depth(-0.05 %) ≥ 46.372
+    assert t["depth_base"][2].as_py() >= 46.372
+    assert np.all(np.diff(t["depth_base"].to_numpy()[:3]) < 0)  # wider band, more depth
+    with pytest.raises(CatalogError, match="no 'book_depth' dataset yet"):
+        import_archive_files([f], Catalog(tmp_path / "cat"))
+
+
+@pytest.mark.parametrize(
+    ("bad", "msg"),
+    [
+        ("2024-07-18 23:57:02,-0.1,1.0,2.0", "row 4: band already listed"),
+        ("2024-07-18 23:57:01,0.3,1.0,2.0", "row 4: timestamp before the previous row"),
+        ("2024-07-18 23:57:02,0.3,-1.0,2.0", "row 4: depth is negative"),
+        ("2024-07-18 25:57:02,0.3,1.0,2.0", "row 4: timestamp is not 'YYYY-MM-DD HH:MM:SS'"),
+        ("2024-07-18 23:57:02,0,1.0,2.0", r"row 4: percentage not in \[-100, 0\)"),
+    ],
+)
+def test_book_depth_bad_rows(tmp_path, bad, msg):
+    good = [
+        "2024-07-18 23:57:02,-0.2,3.0,6.0",
+        "2024-07-18 23:57:02,-0.1,1.5,3.0",
+        "2024-07-18 23:57:02,0.1,1.0,2.0",
+    ]
+    f = _write(tmp_path / "BTCUSDT-bookDepth-2024-07-18.csv", [*good, bad], DEPTH_HDR)
+    with pytest.raises(CatalogError, match=msg):
+        read_archive_file(f)
+
+
+def test_corrupt_zip_member_found_while_streaming(tmp_path, ticks):
+    """A zip whose central directory is fine but whose compressed member is damaged is
+    only found out while inflating: it must still be a one-line 'corrupt zip' error."""
+    p = _write(tmp_path / f"BTCUSDT-trades-{DAY}.zip", _trade_lines(ticks), zipped=True)
+    raw = bytearray(p.read_bytes())
+    mid = len(raw) // 2
+    raw[mid : mid + 16] = bytes(b ^ 0xFF for b in raw[mid : mid + 16])
+    p.write_bytes(bytes(raw))
+    with pytest.raises(CatalogError, match=r"corrupt zip") as ei:
+        read_archive_file(p)
+    assert "\n" not in str(ei.value) and str(p) in str(ei.value)

@@ -237,3 +237,41 @@ def test_bad_lines_name_file_and_line(tmp_path) -> None:
         read_capture(_write_capture(tmp_path, missing_field))
     unknown = [*good, '1721347021080832061 {"stream":"btcusdt@aggTrade","data":{}}']
     assert read_capture(_write_capture(tmp_path, unknown)).skipped == {"aggTrade": 1}
+
+
+def test_quarantine_sets_bad_lines_aside(tmp_path) -> None:
+    src = shared_file("binance-ws/usdm/btcusdt_20240718.gz")
+    with gzip.open(src, "rt") as fh:
+        good = [next(fh).rstrip("\n") for _ in range(40)]
+    trades = [i for i, ln in enumerate(good) if "@trade" in ln]
+    assert len(trades) >= 2
+    a, b = trades[:2]
+    neg = good[a].replace('"q":"', '"q":"-', 1)  # negative quantity
+    # same trade id as line b but another price: a conflicting repeat
+    conflict = good[b].replace('"p":"', '"p":"1', 1)
+    lines = [*good[:a], neg, *good[a + 1 :], good[5][:60], conflict]
+    p = _write_capture(tmp_path, lines)
+    with pytest.raises(CatalogError, match=rf"line {a + 1}: quantity '-"):
+        read_capture(p)
+    q: list = []
+    cap = read_capture(p, quarantine=q)
+    assert [(n, r.split(" ")[0]) for n, r, _ in q] == [
+        (a + 1, "quantity"),
+        (41, "invalid"),
+        (42, "trades"),
+    ]
+    assert q[2][1] == (
+        f"trades key {_trade_id(good[b])} already seen on line {b + 1} with different contents"
+    )
+    assert q[0][2] == neg and q[2][2] == conflict
+    (tmp_path / "ok").mkdir()
+    full = read_capture(_write_capture(tmp_path / "ok", good))
+    n_tr = full.trades["BTCUSDT"].num_rows
+    assert cap.trades["BTCUSDT"].num_rows == n_tr - 1  # the negative one is out
+    assert cap.book_ticker["BTCUSDT"].equals(full.book_ticker["BTCUSDT"])
+
+
+def _trade_id(line: str) -> int:
+    import json
+
+    return int(json.loads(line.partition(" ")[2])["data"]["t"])

@@ -247,3 +247,116 @@ def test_freqtrade_bad_input_writes_nothing(tmp_path):
         json.dump([[0, 1, 1, 1, "x", 1]], fh)
     with pytest.raises(CatalogError, match="row 1: value 'x'"):
         read_freqtrade_bars(src / "BBB_USDT_USDT-1h-futures.json.gz")
+
+
+# -- quarantine mode -----------------------------------------------------------------------
+
+
+def test_binance_json_quarantine(tmp_path):
+    recs = [
+        {"coin": "BTC", "funding_rate": "0.0001", "time": 0},
+        {"coin": "BTC", "funding_rate": "x", "time": H8},  # bad rate: time still counts
+        {"coin": "BTC", "funding_rate": "0.0003", "time": 2 * H8},
+        {"coin": "BTC", "funding_rate": "0.0004", "time": 2 * H8},  # duplicate time
+        {"coin": "BTC", "funding_rate": "0.0005"},  # missing time: leaves a hole at 24 h
+        {"coin": "BTC", "funding_rate": "0.0006", "time": 4 * H8},  # 16 h after row 3
+        {"coin": "BTC", "funding_rate": "0.0007", "time": 5 * H8},
+    ]
+    p = _json(tmp_path, recs)
+    with pytest.raises(CatalogError, match="row 2: funding_rate 'x' is not a number"):
+        read_binance_funding_json(p)
+    q: list = []
+    t = read_binance_funding_json(p, quarantine=q)
+    assert [(r, reason.split(" ")[0]) for r, reason, _ in q] == [
+        (2, "funding_rate"),
+        (4, "settlement"),
+        (5, "missing"),
+        (6, "gap"),
+    ]
+    assert q[3][1] == "gap of 16 h to the previous settlement is not a funding interval"
+    assert json.loads(q[0][2]) == recs[1]
+    # row 2 (bad rate) keeps its 8 h slot for the interval check, so row 3 is fine; row 5
+    # has no time, so row 6 is 16 h after row 3. Kept: rows 1, 3, 7 at 0 h, 16 h, 40 h
+    h = 3600 * 10**9
+    assert t["ts_ns"].to_pylist() == [0, 16 * h, 40 * h]
+    assert t["funding_rate"].to_pylist() == [0.0001, 0.0003, 0.0007]
+
+
+def test_web_csv_quarantine(tmp_path):
+    hdr = '\ufeff"Time","Contracts","Funding Interval","Funding Rate"\n'
+    rows = [
+        '"2024-01-02 08:00:00","BTCUSDT Perpetual","8h","0.0300%"',
+        '"2024-01-02 00:00:00","BTCUSDT Perpetual","8h","abc%"',
+        '"2024-01-01 16:00:00","BTCUSDT Perpetual","8h","0.0100%"',
+        '"2024-01-02 08:00:00","BTCUSDT Perpetual","8h","0.0300%"',
+        '"2024-01-01 08:00:00","BTCUSDT Perpetual","3h","0.0100%"',
+    ]
+    p = tmp_path / "w.csv"
+    p.write_text(hdr + "\n".join(rows) + "\n", encoding="utf-8")
+    q: list = []
+    t = read_binance_funding_web_csv(p, quarantine=q)
+    assert [r for r, _, _ in q] == [2, 4, 5]
+    assert q[0][1] == "funding rate 'abc%' is not a number"
+    assert q[1][1] == "duplicates the settlement time of an earlier row"
+    assert q[0][2] == "2024-01-02 00:00:00,BTCUSDT Perpetual,8h,abc%"
+    # January: London = UTC; kept 16:00 Jan 1 (0.01 %) and 08:00 Jan 2 (0.03 %)
+    assert t["ts_ns"].to_pylist() == [_ns("2024-01-01T16:00"), _ns("2024-01-02T08:00")]
+    assert t["funding_rate"].to_pylist() == [0.0001, 0.0003]
+
+
+def test_freqtrade_quarantine(tmp_path):
+    src = tmp_path / "ft"
+    src.mkdir()
+    dates = np.array([0, 3600, 3600, 7200, 10800], dtype="datetime64[s]").astype("datetime64[ns]")
+    t = pa.table(
+        {
+            "date": pa.array(dates).cast(pa.timestamp("ns", tz="UTC")),
+            "open": pa.array([1.0, 2.0, 2.5, float("nan"), 4.0]),
+            "high": pa.array([1.0, 2.0, 2.5, 3.0, 4.0]),
+            "low": pa.array([1.0, 2.0, 2.5, 3.0, 4.0]),
+            "close": pa.array([1.0, 2.0, 2.5, 3.0, 4.0]),
+            "volume": pa.array([10.0, 20.0, 25.0, 30.0, -1.0]),
+        }
+    )
+    feather.write_feather(t, src / "AAA_USDT_USDT-1h-futures.feather")
+    cat = Catalog(tmp_path / "cat")
+    with pytest.raises(CatalogError, match=r"row 4: open is null/NaN"):
+        import_freqtrade_dir(src, cat)
+    assert not (tmp_path / "cat").exists()
+    s = import_freqtrade_dir(src, cat, quarantine_dir=tmp_path / "q")
+    assert s.quarantined == [("AAA_USDT_USDT-1h-futures.feather", 3)]
+    got = cat.read("binance", "perp_bars_1h", "AAAUSDT")
+    assert got["close"].to_pylist() == [1.0, 2.0]  # rows 1, 2 (3 duplicates 2's date)
+    lines = (tmp_path / "q" / "quarantine.csv").read_text().splitlines()
+    assert lines[0] == "file,row,reason,raw_line"
+    assert [ln.split(",")[1:3] for ln in lines[1:]] == [
+        ["3", "date not after the previous row (after flooring to the second)"],
+        ["4", "open is null/NaN"],
+        ["5", "volume is missing or negative"],
+    ]
+    assert lines[2].endswith('"[""1970-01-01T02:00:00.000000000"", null, 3.0, 3.0, 3.0, 30.0]"')
+    with gzip.open(src / "BBB_USDT_USDT-1h-futures.json.gz", "wt") as fh:
+        json.dump([[0, 1, 1, 1, 1, 1], [3600000, 1, 1, 1, "x", 1], [7200000, 2, 2, 2, 2, 2]], fh)
+    q: list = []
+    _, _, b = read_freqtrade_bars(src / "BBB_USDT_USDT-1h-futures.json.gz", quarantine=q)
+    assert q == [(2, "value 'x' is not a number", '[3600000, 1, 1, 1, "x", 1]')]
+    assert b["ts_ns"].to_pylist() == [0, 7200 * 10**9]
+
+
+def test_import_paths_conflict_found_before_any_write(tmp_path):
+    from perpdesk.data.sources import import_paths
+
+    cat = Catalog(tmp_path / "cat")
+    recs = [{"coin": "BTC", "funding_rate": "0.0001", "time": k * H8} for k in range(3)]
+    import_paths([_json(tmp_path, recs)], cat, symbol="BTCUSDT")
+    snap = {p: p.read_bytes() for p in (tmp_path / "cat").rglob("*.parquet")}
+    recs[1]["funding_rate"] = "0.0002"  # 08:00 settlement now differs from the stored one
+    other = tmp_path / "o"
+    other.mkdir()
+    changed = _json(other, recs)
+    eth = tmp_path / "ETHUSDT-fundingRate-2024-01.csv"  # a good archive file in the same run
+    eth.write_text("".join(f"{1704067200000 + k * 28_800_000},8,0.0001\n" for k in range(3)))
+    with pytest.raises(CatalogError, match=r"already stored with a different funding_rate"):
+        import_paths([eth, changed], cat, symbol="BTCUSDT")
+    assert {p: p.read_bytes() for p in (tmp_path / "cat").rglob("*.parquet")} == snap
+    assert cat.symbols("binance", "funding") == ["BTCUSDT"]

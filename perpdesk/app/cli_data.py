@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from perpdesk.app.common import console
-from perpdesk.errors import PerpdeskError
 
 data_app = typer.Typer(help="Bring market data into a Parquet catalog.", no_args_is_help=True)
 
@@ -19,7 +18,9 @@ def data_import(
     paths: Annotated[
         list[Path],
         typer.Argument(
-            help="freqtrade futures data folders, Binance fundingRate JSON files (*.json) or "
+            help="freqtrade futures data folders or files (*.feather, *.json.gz), Binance "
+            "archive files (BTCUSDT-aggTrades-2024-01-01.zip, BTCUSDT-5m-2024-01.csv, ...), "
+            "websocket captures (*.gz, *.dat.gz), Binance fundingRate JSON (*.json) or "
             "Binance website funding exports (*.csv)."
         ),
     ],
@@ -28,49 +29,67 @@ def data_import(
     symbol: Annotated[
         str | None,
         typer.Option(
-            help="Symbol for JSON/CSV funding files (e.g. BTCUSDT); folders name their own."
+            help="Symbol for JSON/CSV funding files (e.g. BTCUSDT); other inputs name their own."
+        ),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            help="Archive kind of kline files whose name does not say it: markPriceKlines, "
+            "indexPriceKlines or premiumIndexKlines (default: klines, or the parent folder's "
+            "name). Any other kind must match the file name (aggTrades, bookDepth, ...)."
+        ),
+    ] = None,
+    market: Annotated[
+        str | None,
+        typer.Option(help="Archive market: um (USD-M futures, default) or spot."),
+    ] = None,
+    quarantine: Annotated[
+        Path | None,
+        typer.Option(
+            "--quarantine",
+            help="Set bad rows aside in DIR/quarantine.csv (file,row,reason,raw_line) and "
+            "import the good ones. Without it any bad row fails the whole import.",
         ),
     ] = None,
 ) -> None:
-    """Import files into the catalog. Each input (a file, or a whole folder) is read and
-    validated before any of it is written; funding files are all validated before the first
-    is written. Re-importing the same data changes nothing; a source with a missing
-    nullable value (e.g. no mark price) merges with one that has it."""
+    """Import files into the catalog. Every input is read and validated before anything
+    is written, and rows that would conflict with the catalog's are found before the
+    first write: a bad row fails the command with one line (file, row, reason) and
+    nothing is written — or, with --quarantine, the row is set aside with its reason.
+    Re-importing the same data changes nothing."""
     from perpdesk.data.catalog import Catalog
-    from perpdesk.data.sources import (
-        import_freqtrade_dir,
-        read_binance_funding_json,
-        read_binance_funding_web_csv,
-        write_funding,
-    )
+    from perpdesk.data.sources import import_paths
 
     cat = Catalog(catalog)
-    pending = []
-    for p in paths:
-        if p.is_dir():
-            continue
-        if not p.is_file():
-            raise PerpdeskError(f"{p}: no such file or directory")
-        if p.suffix not in (".json", ".csv"):
-            raise PerpdeskError(f"{p}: unknown format (expected a folder, *.json or *.csv)")
-        if symbol is None:
-            raise PerpdeskError(f"{p}: pass --symbol for JSON/CSV funding files")
-        reader = read_binance_funding_json if p.suffix == ".json" else read_binance_funding_web_csv
-        table = reader(p, symbol) if p.suffix == ".json" else reader(p)
-        pending.append((p, table))
-    table_out = Table(title=f"imported into {cat.root} ({venue})")
-    for col in ("source", "dataset", "symbol", "rows"):
-        table_out.add_column(col, justify="right" if col == "rows" else "left")
-    for p, t in pending:
-        write_funding(cat, venue, symbol or "", t)
-        table_out.add_row(str(p), "funding", symbol or "", f"{t.num_rows:,}")
-    for p in paths:
-        if p.is_dir():
-            summary = import_freqtrade_dir(p, cat, venue=venue)
-            for name, dataset, sym, rows in summary.imported:
-                table_out.add_row(str(p / name), dataset, sym, f"{rows:,}")
-            for name, reason in summary.skipped:
-                console.print(f"[yellow]skipped[/] {p / name}: {reason}", highlight=False)
-            for note in summary.notes:
-                console.print(f"[dim]note: {note}[/]", highlight=False)
-    console.print(table_out)
+    report = import_paths(
+        paths,
+        cat,
+        venue=venue,
+        symbol=symbol,
+        kind=kind,
+        market=market,
+        quarantine_dir=quarantine,
+    )
+    out = Table(title=f"imported into {cat.root}")
+    out.add_column("source", overflow="fold")
+    for col in ("venue", "dataset", "symbol", "rows", "quarantined"):
+        out.add_column(col, justify="right" if col in ("rows", "quarantined") else "left")
+    for inp in report.inputs:
+        nq = f"{len(inp.quarantined):,}"
+        if not inp.writes:
+            out.add_row(inp.source, venue, "-", "-", "0", nq)
+        for k, (v, ds, sym, t) in enumerate(inp.writes):
+            out.add_row(inp.source, v, ds, sym, f"{t.num_rows:,}", nq if k == 0 else "")
+    out.add_section()
+    out.add_row("total", "", "", "", f"{report.rows_imported:,}", f"{report.rows_quarantined:,}")
+    console.print(out)
+    for name, reason in report.skipped:
+        console.print(f"[yellow]skipped[/] {name}: {reason}", highlight=False)
+    for note in report.notes:
+        console.print(f"[dim]note: {note}[/]", highlight=False)
+    if report.quarantine_file is not None:
+        console.print(
+            f"quarantined {report.rows_quarantined:,} row(s) → {report.quarantine_file}",
+            highlight=False,
+        )

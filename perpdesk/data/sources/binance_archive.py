@@ -14,6 +14,8 @@ markPriceKlines …              same 12 (parent directory names kind)  ``mark_b
 aggTrades                      7 (um) / 8 with is_best_match (spot)   ``agg_trades``
 trades                         6 (um) / 7 with is_best_match (spot)   ``trades``
 bookTicker (um)                7                                      ``book_ticker``
+bookDepth (um)                 4: timestamp, percentage, depth,       ``book_depth`` (read
+                               notional                               only, see below)
 metrics (um)                   8                                      ``open_interest``
 fundingRate (um)               3                                      ``funding``
 ============================  =====================================  ====================
@@ -38,6 +40,15 @@ Conventions:
 * **Spot ticks**: the catalog has no spot tick datasets, so spot trades / aggTrades read
   fine (dataset ``spot_trades`` / ``spot_agg_trades``) but :func:`import_archive_files`
   refuses them rather than mixing them into the perp ``trades``.
+* **bookDepth**: aggregated depth snapshots (data.binance.vision
+  ``futures/um/daily/bookDepth``): per snapshot time, one row per band ``percentage``
+  (signed % from mid: negative bids, positive asks) with the cumulative ``depth`` (base)
+  and ``notional`` (quote) resting inside it. ``timestamp`` is ``YYYY-MM-DD HH:MM:SS``
+  UTC (epoch ms/µs digits are accepted too). Read to :data:`BOOK_DEPTH_SCHEMA`
+  (``ts_ns, band_pct, depth_base, notional_usd``), sorted by ``(ts_ns, band_pct)``;
+  snapshot times must not decrease and a band may appear once per snapshot (bands may
+  come in any order inside a snapshot). The catalog has no ``book_depth`` dataset yet,
+  so the importers refuse these files with that message.
 * ``ts_recv_ns`` is null (archives carry no receive time).
 
 Bad rows (wrong column count, non-numeric / empty field, NaN or infinite value, negative
@@ -48,18 +59,26 @@ data rows from 1) — or, with a quarantine directory, are set aside with their 
 the raw line while the good rows are imported.
 
 Parsing is vectorised with :func:`pyarrow.csv.read_csv` using explicit column names and
-types; only when that fails (some malformed row) is the file re-read line by line to
-find and name the bad rows.
+types (no inference), straight from a memory map (plain CSV) or from the zip member as it
+inflates (never holding the whole CSV in memory); checks are NumPy over whole columns,
+with a fast path that skips the running-maximum order scan when the file is in order.
+Only when parsing fails (some malformed row) are the bytes read whole and re-parsed line
+by line to find and name the bad rows.
+
+Quarantine files (every importer's quarantine mode, see :func:`write_quarantine`):
+``<dir>/quarantine.csv`` with columns ``file, row, reason, raw_line``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
 import re
 import zipfile
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +89,7 @@ import pyarrow.csv as pacsv
 
 from perpdesk.data.catalog import Catalog, dataset_spec, validate_table
 from perpdesk.errors import CatalogError
+from perpdesk.files import atomic_write_text
 
 PathLike = str | os.PathLike[str]
 
@@ -132,6 +152,19 @@ _METRICS_COLS = [
     ("sum_taker_long_short_vol_ratio", _F),
 ]
 _FUNDING_COLS = [("calc_time", _I), ("funding_interval_hours", _I), ("last_funding_rate", _F)]
+_DEPTH_COLS = [("timestamp", _S), ("percentage", _F), ("depth", _F), ("notional", _F)]
+
+BOOK_DEPTH_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # snapshot time (ns UTC)
+        ("band_pct", pa.float64()),  # signed distance from mid in %: < 0 bids, > 0 asks
+        ("depth_base", pa.float64()),  # resting quantity within the band, base units
+        ("notional_usd", pa.float64()),  # the same in quote (USDT) notional
+    ]
+)
+"""Schema of a futures ``bookDepth`` file as :func:`read_archive_file` returns it
+(dataset ``book_depth``; not yet a catalog dataset). One row per snapshot and band,
+sorted by ``(ts_ns, band_pct)``, which is the natural key (unique)."""
 _RATIO_COLS = [n for n, _ in _METRICS_COLS[4:]]
 
 KLINE_KINDS = {
@@ -140,9 +173,18 @@ KLINE_KINDS = {
     "indexPriceKlines": "index",
     "premiumIndexKlines": "premium",
 }
-KINDS = (*KLINE_KINDS, "aggTrades", "trades", "bookTicker", "metrics", "fundingRate")
+KINDS = (
+    *KLINE_KINDS,
+    "aggTrades",
+    "trades",
+    "bookTicker",
+    "bookDepth",
+    "metrics",
+    "fundingRate",
+)
 _FUTURES_ONLY = {"markPriceKlines", "indexPriceKlines", "premiumIndexKlines"} | {
     "bookTicker",
+    "bookDepth",
     "metrics",
     "fundingRate",
 }
@@ -165,6 +207,8 @@ def _layout(kind: str, market: str) -> list[tuple[str, pa.DataType]]:
         return _BOOK_COLS
     if kind == "metrics":
         return _METRICS_COLS
+    if kind == "bookDepth":
+        return _DEPTH_COLS
     return _FUNDING_COLS
 
 
@@ -225,6 +269,7 @@ def parse_archive_name(
             "aggTrades": "agg_trades",
             "trades": "trades",
             "bookTicker": "book_ticker",
+            "bookDepth": "book_depth",
             "metrics": "open_interest",
             "fundingRate": "funding",
         }[kind]
@@ -233,24 +278,73 @@ def parse_archive_name(
     return ArchiveName(symbol, kind, market, interval, dataset)
 
 
-def _load_bytes(p: Path) -> tuple[bytes, str]:
-    """The CSV bytes of ``p`` and the ``where`` prefix for messages."""
-    if not p.is_file():
-        raise CatalogError(f"{p}: no such file")
-    if p.suffix.lower() != ".zip":
-        return p.read_bytes(), str(p)
-    try:
-        with zipfile.ZipFile(p) as zf:
-            members = [i for i in zf.infolist() if not i.is_dir()]
+class _Source:
+    """One input file: a plain CSV (memory-mapped) or the single CSV member of a zip
+    (decompressed as a stream, so a large file is parsed while it inflates and never
+    held in memory twice). ``data()`` gives all bytes, only needed for error reports."""
+
+    def __init__(self, p: Path) -> None:
+        if not p.is_file():
+            raise CatalogError(f"{p}: no such file")
+        self.path = p
+        self.member: zipfile.ZipInfo | None = None
+        self.where = str(p)
+        self._data: bytes | None = None
+        if p.suffix.lower() == ".zip":
+            with self._zip() as zf:
+                members = [i for i in zf.infolist() if not i.is_dir()]
             if len(members) != 1:
                 names = ", ".join(i.filename for i in members) or "none"
                 raise CatalogError(
                     f"{p}: zip must hold exactly one CSV member, found {len(members)} ({names})"
                 )
-            name = members[0].filename
-            return zf.read(name), f"{p}[{name}]"
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise CatalogError(f"{p}: corrupt zip ({exc})") from None
+            self.member = members[0]
+            self.where = f"{p}[{self.member.filename}]"
+
+    def _zip(self) -> zipfile.ZipFile:
+        try:
+            return zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+            raise CatalogError(f"{self.path}: corrupt zip ({exc})") from None
+
+    def corrupt(self, exc: BaseException) -> CatalogError:
+        return CatalogError(f"{self.path}: corrupt zip ({exc})")
+
+    def head(self, n: int) -> bytes:
+        """The first ``n`` bytes (fewer when the file is shorter)."""
+        if self._data is not None:
+            return self._data[:n]
+        if self.member is None:
+            with self.path.open("rb") as fh:
+                return fh.read(n)
+        try:
+            with self._zip() as zf, zf.open(self.member) as fh:
+                return fh.read(n)
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+            raise self.corrupt(exc) from None
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[pa.NativeFile]:
+        """A readable Arrow stream of the CSV bytes, closed (with its zip) on exit."""
+        if self.member is None:
+            with pa.memory_map(str(self.path)) as mm:
+                yield mm
+            return
+        with self._zip() as zf, zf.open(self.member) as fh, pa.PythonFile(fh, mode="r") as f:
+            yield f
+
+    def data(self) -> bytes:
+        """All CSV bytes (read once, then cached)."""
+        if self._data is None:
+            if self.member is None:
+                self._data = self.path.read_bytes()
+            else:
+                try:
+                    with self._zip() as zf:
+                        self._data = zf.read(self.member)
+                except (zipfile.BadZipFile, zlib.error, OSError, EOFError) as exc:
+                    raise self.corrupt(exc) from None
+        return self._data
 
 
 @dataclass
@@ -265,11 +359,16 @@ class _Bad:
         self.reasons.extend([reason] * len(rows))
 
 
-def _parse_fast(data: bytes, skip: int, cols: list[tuple[str, pa.DataType]]) -> pa.Table:
+def _parse_fast(
+    source: pa.NativeFile | pa.BufferReader, skip: int, cols: list[tuple[str, pa.DataType]]
+) -> pa.Table:
+    """Vectorised parse with fixed column names and types (no type inference); any
+    malformed row raises :class:`pyarrow.ArrowInvalid`. 4 MiB blocks keep a block's
+    bytes in cache while its columns are converted (faster than 16 MiB on one core)."""
     return pacsv.read_csv(
-        pa.BufferReader(data),
+        source,
         read_options=pacsv.ReadOptions(
-            column_names=[n for n, _ in cols], skip_rows=skip, block_size=1 << 24
+            column_names=[n for n, _ in cols], skip_rows=skip, block_size=1 << 22
         ),
         parse_options=pacsv.ParseOptions(newlines_in_values=False, ignore_empty_lines=False),
         convert_options=pacsv.ConvertOptions(
@@ -363,6 +462,12 @@ def _order(
     increase and ``ts`` not decrease."""
     if ts.size < 2:
         return
+    if not flagged.any():  # fast path: a clean, ordered file needs no running maximum
+        if key is None:
+            if (ts[1:] > ts[:-1]).all():
+                return
+        elif (key[1:] > key[:-1]).all() and (ts[1:] >= ts[:-1]).all():
+            return
     okv = ~flagged
     if key is None:
         k = np.where(okv, ts, np.iinfo(np.int64).min)
@@ -378,6 +483,49 @@ def _order(
     prevt = np.maximum.accumulate(t)[:-1]
     bt = np.concatenate([[False], ts[1:] < prevt]) & okv & ~bk
     _check(bt, rows, "time before the previous row", bad)
+
+
+def _order_depth(
+    ts: np.ndarray, pct: np.ndarray, rows: np.ndarray, bad: _Bad, flagged: np.ndarray
+) -> None:
+    """bookDepth: snapshot times must not decrease, and a snapshot must not list a band
+    twice (the band order inside a snapshot is free; rows are sorted by band later)."""
+    if ts.size < 2:
+        return
+    okv = ~flagged
+    t = np.where(okv, ts, np.iinfo(np.int64).min)
+    prev = np.maximum.accumulate(t)[:-1]
+    late = np.concatenate([[False], ts[1:] < prev]) & okv
+    _check(late, rows, "timestamp before the previous row", bad)
+    okv &= ~late
+    idx = np.flatnonzero(okv)
+    order = idx[np.lexsort((idx, pct[idx], ts[idx]))]
+    same = (ts[order][1:] == ts[order][:-1]) & (pct[order][1:] == pct[order][:-1])
+    dup = np.zeros(ts.size, dtype=bool)
+    dup[order[1:][same]] = True
+    _check(dup, rows, "band already listed for this snapshot (duplicate timestamp+percentage)", bad)
+
+
+def _text_or_epoch_ns(
+    col: pa.ChunkedArray, rows: np.ndarray, what: str, bad: _Bad, unit: list[int]
+) -> np.ndarray:
+    """A time column written either as ``YYYY-MM-DD HH:MM:SS`` (UTC; how the bookDepth
+    archive writes it) or as epoch ms/µs digits (the per-file unit rule) → ns."""
+    digits = pc.match_substring_regex(col, r"^\d+$").to_numpy(zero_copy_only=False)
+    text = pc.strptime(col, format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True)
+    ts = pc.fill_null(text.cast(_I), 0).to_numpy() * 1_000_000_000
+    if digits.any():
+        raw = pc.cast(pc.if_else(pa.array(digits), col, "0"), _I).to_numpy()
+        ts[digits] = _time_ns(raw[digits], rows[digits], what, bad, unit)
+    badt = ~digits & text.is_null().to_numpy(zero_copy_only=False)
+    _check(badt, rows, f"{what} is not 'YYYY-MM-DD HH:MM:SS' or epoch ms/µs", bad)
+    _check(
+        ~badt & ~digits & ((ts < _TS_MIN_NS) | (ts >= _TS_MAX_NS)),
+        rows,
+        f"{what} out of range (2010-2100)",
+        bad,
+    )
+    return ts
 
 
 def _finite(t: pa.Table, names: Iterable[str], rows: np.ndarray, bad: _Bad) -> None:
@@ -399,10 +547,12 @@ class _Parsed:
 def _read(path: PathLike, kind: str | None, market: str | None) -> _Parsed:
     p = Path(path)
     name = parse_archive_name(p, kind, market)
-    data, where = _load_bytes(p)
+    src = _Source(p)
+    where = src.where
     cols = _layout(name.kind, name.market)
-    nl = data.find(b"\n")
-    first = (data[:nl] if nl >= 0 else data).lstrip(b"\xef\xbb\xbf").strip()
+    head = src.head(1 << 16)
+    nl = head.find(b"\n")
+    first = (head[:nl] if nl >= 0 else head).lstrip(b"\xef\xbb\xbf").strip()
     skip = 0
     if first[:1].isalpha():
         skip = 1
@@ -412,12 +562,19 @@ def _read(path: PathLike, kind: str | None, market: str | None) -> _Parsed:
                 f"{where}: header has {n_header} columns, expected {len(cols)} for "
                 f"{name.kind} (market '{name.market}'): {','.join(n for n, _ in cols)}"
             )
-    body = (len(data) if nl < 0 else nl + 1) if skip else 0
-    # cheap emptiness test (no copy of a large file)
-    empty = len(data) - body <= 4096 and not data[body:].strip()
+    body = (len(head) if nl < 0 else nl + 1) if skip else 0
+    # empty: the whole file fits in the peeked head and holds nothing after the header
+    empty = len(head) < 1 << 16 and not head[body:].strip()
     bad = _Bad()
     try:
-        t = pa.schema(cols).empty_table() if empty else _parse_fast(data, skip, cols)
+        if empty:
+            t = pa.schema(cols).empty_table()
+        else:
+            try:
+                with src.stream() as stream:
+                    t = _parse_fast(stream, skip, cols)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise src.corrupt(exc) from None
         rows = np.arange(1, t.num_rows + 1, dtype=np.int64)
         nulls = np.zeros(t.num_rows, dtype=bool)
         all_null = np.ones(t.num_rows, dtype=bool)
@@ -437,14 +594,14 @@ def _read(path: PathLike, kind: str | None, market: str | None) -> _Parsed:
                     all_null |= m
             t, rows = t.filter(pa.array(~nulls)), rows[~nulls]
     except pa.ArrowInvalid:
-        t, rows = _parse_slow(data, skip, cols, bad)
+        t, rows = _parse_slow(src.data(), skip, cols, bad)
     table, ratios = _normalise(name, t, rows, bad, where)
     bad_rows: list[tuple[int, str, str]] = []
     if bad.rows:
         by_row: dict[int, list[str]] = {}
         for r, reason in zip(bad.rows, bad.reasons, strict=True):
             by_row.setdefault(r, []).append(reason)
-        lines = data.split(b"\n")[skip:]
+        lines = src.data().split(b"\n")[skip:]
         for r in sorted(by_row):
             raw = lines[r - 1].rstrip(b"\r").decode("utf-8", "replace") if r <= len(lines) else ""
             bad_rows.append((r, "; ".join(by_row[r]), raw))
@@ -553,6 +710,22 @@ def _normalise(
             "mark_price": pa.nulls(t.num_rows, _F),
         }
         key = None
+    elif kind == "bookDepth":
+        ts = _text_or_epoch_ns(col("timestamp"), rows, "timestamp", bad, unit)
+        pct = col("percentage").to_numpy()
+        _finite(t, [n for n, _ in _DEPTH_COLS[1:]], rows, bad)
+        _check(
+            (pct == 0) | (np.abs(pct) > 100), rows, "percentage not in [-100, 0) or (0, 100]", bad
+        )
+        for n in ("depth", "notional"):
+            _check(col(n).to_numpy() < 0, rows, f"{n} is negative", bad)
+        out = {
+            "ts_ns": ts,
+            "band_pct": pct,
+            "depth_base": col("depth").to_numpy(),
+            "notional_usd": col("notional").to_numpy(),
+        }
+        key = None
     else:  # metrics
         ct = pc.strptime(
             col("create_time"), format="%Y-%m-%d %H:%M:%S", unit="s", error_is_null=True
@@ -578,7 +751,10 @@ def _normalise(
     flagged = np.zeros(rows.size, dtype=bool)
     if len(bad.rows) > n0:
         flagged = np.isin(rows, np.asarray(bad.rows[n0:], dtype=np.int64))
-    _order(out["ts_ns"], key, rows, bad, flagged)
+    if kind == "bookDepth":
+        _order_depth(out["ts_ns"], out["band_pct"], rows, bad, flagged)
+    else:
+        _order(out["ts_ns"], key, rows, bad, flagged)
     if len(bad.rows) > n0:
         flagged = np.isin(rows, np.asarray(bad.rows[n0:], dtype=np.int64))
     table = pa.table(out)
@@ -588,6 +764,9 @@ def _normalise(
         keep = pa.array(~flagged)
         table = table.filter(keep)
         ratios = ratios.filter(keep) if ratios is not None else None
+    if kind == "bookDepth":
+        order = np.lexsort((table.column("band_pct").to_numpy(), table.column("ts_ns").to_numpy()))
+        return table.take(pa.array(order)).cast(BOOK_DEPTH_SCHEMA), None
     spec = dataset_spec(
         name.dataset.removeprefix("spot_") if kind in ("aggTrades", "trades") else name.dataset
     )
@@ -644,7 +823,66 @@ class ImportSummary:
         return f"imported {self.rows_imported} row(s) from {self.files} file(s){q}{where}"
 
 
-QUARANTINE_FILE = "binance_archive_quarantine.csv"
+QUARANTINE_FILE = "quarantine.csv"
+QUARANTINE_COLUMNS = ("file", "row", "reason", "raw_line")
+
+
+def write_quarantine(
+    quarantine_dir: PathLike, entries: Iterable[tuple[str, int, str, str]]
+) -> Path:
+    """Append ``(file, row, reason, raw_line)`` entries to
+    ``<quarantine_dir>/quarantine.csv`` (header written once) and return its path. The
+    file is rewritten atomically (old content + new rows, tmp + rename), so a crash
+    never leaves half a row. Shared by every importer's quarantine mode."""
+    qpath = Path(quarantine_dir) / QUARANTINE_FILE
+    old = qpath.read_text(encoding="utf-8") if qpath.exists() else ""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if not old:
+        w.writerow(QUARANTINE_COLUMNS)
+    for e in entries:
+        w.writerow(e)
+    atomic_write_text(old + buf.getvalue(), qpath)
+    return qpath
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    """One archive file read and checked, not yet written: the good rows as a catalog
+    table and the bad rows as ``(row, reason, raw line)``."""
+
+    path: Path
+    where: str  # the file, or ``file[member]`` for a zip
+    dataset: str
+    symbol: str
+    table: pa.Table
+    bad_rows: list[tuple[int, str, str]]
+
+
+def parse_archive_file(
+    path: PathLike, kind: str | None = None, market: str | None = None
+) -> ArchiveFile:
+    """Read one archive file keeping bad rows aside instead of raising (file-level
+    problems — a corrupt zip, a wrong header — still raise :class:`CatalogError`)."""
+    p = _read(path, kind, market)
+    return ArchiveFile(Path(path), p.where, p.name.dataset, p.name.symbol, p.table, p.bad_rows)
+
+
+def check_importable(dataset: str, where: str) -> None:
+    """Raise :class:`CatalogError` when the catalog has no dataset to hold ``dataset``
+    (spot ticks, bookDepth)."""
+    if dataset in ("spot_trades", "spot_agg_trades"):
+        raise CatalogError(
+            f"{where}: the catalog has no dataset for spot {dataset.removeprefix('spot_')} "
+            "(only perp ticks are stored)"
+        )
+    try:
+        dataset_spec(dataset)
+    except CatalogError:
+        raise CatalogError(
+            f"{where}: the catalog has no '{dataset}' dataset yet (read the file with "
+            "perpdesk.data.sources.read_archive_file)"
+        ) from None
 
 
 def import_archive_files(
@@ -659,9 +897,11 @@ def import_archive_files(
     Every file is read and validated (and files of one dataset/symbol checked together)
     before anything is written. Without ``quarantine_dir`` any bad row raises
     :class:`CatalogError` and nothing is written; with it, bad rows are appended to
-    ``<quarantine_dir>/binance_archive_quarantine.csv`` (``file,row,reason,raw_line``) and
-    the good rows imported. Conflicts with rows already in the catalog are detected by
-    :meth:`Catalog.write` per partition. Metrics ratio columns are not stored.
+    ``<quarantine_dir>/quarantine.csv`` (``file,row,reason,raw_line``, see
+    :func:`write_quarantine`) and the good rows imported. Conflicts with rows already in
+    the catalog are detected by :meth:`Catalog.write` per partition. Metrics ratio
+    columns are not stored; bookDepth and spot tick files are refused (no catalog
+    dataset).
     """
     parsed = [_read(p, None, market) for p in paths]
     if quarantine_dir is None:
@@ -670,11 +910,7 @@ def import_archive_files(
     summary = ImportSummary(files=len(parsed))
     groups: dict[tuple[str, str], list[_Parsed]] = {}
     for p in parsed:
-        if p.name.dataset.startswith("spot_") and p.name.kind in ("aggTrades", "trades"):
-            raise CatalogError(
-                f"{p.where}: the catalog has no dataset for spot {p.name.kind} "
-                "(only perp ticks are stored)"
-            )
+        check_importable(p.name.dataset, p.where)
         groups.setdefault((p.name.dataset, p.name.symbol), []).append(p)
         summary.per_file.append(
             (p.where, p.name.dataset, p.name.symbol, p.table.num_rows, len(p.bad_rows))
@@ -693,20 +929,10 @@ def import_archive_files(
         table = validate_table(table, spec, f"{venue}/{dataset}/{symbol} (files {names})")
         merged.append((dataset, symbol, table))
     if quarantine_dir is not None and summary.rows_quarantined:
-        qdir = Path(quarantine_dir)
-        qdir.mkdir(parents=True, exist_ok=True)
-        qpath = qdir / QUARANTINE_FILE
-        new = not qpath.exists()
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        if new:
-            w.writerow(["file", "row", "reason", "raw_line"])
-        for p in parsed:
-            for row, reason, raw in p.bad_rows:
-                w.writerow([p.where, row, reason, raw])
-        with qpath.open("a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-        summary.quarantine_file = qpath
+        summary.quarantine_file = write_quarantine(
+            quarantine_dir,
+            [(p.where, row, reason, raw) for p in parsed for row, reason, raw in p.bad_rows],
+        )
     for dataset, symbol, table in merged:
         summary.written.extend(catalog.write(venue, dataset, symbol, table))
     return summary

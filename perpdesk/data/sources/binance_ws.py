@@ -33,8 +33,11 @@ markPrice carry ``E``, **spot** when its depth diffs lack ``pu`` or its bookTick
 captures under ``<venue>-spot`` (``binance-spot``).
 
 Errors: a malformed line (no/invalid receive stamp, truncated JSON, a message missing a
-field) raises :class:`CatalogError` ``"<file>: line <n>: <problem>"``. With
-``strict=False`` such lines are skipped instead and counted under ``"malformed"``.
+field, a non-finite number, a non-positive price, a negative quantity) raises
+:class:`CatalogError` ``"<file>: line <n>: <problem>"``. With ``strict=False`` such lines
+are skipped instead and counted under ``"malformed"``; with a ``quarantine`` list they
+(and conflicting repeats of a key) are also handed back as ``(line, reason, raw line)``
+for the quarantine file.
 """
 
 from __future__ import annotations
@@ -118,6 +121,20 @@ def _f(value: Any) -> float:
     return x
 
 
+def _px(value: Any, what: str) -> float:
+    x = _f(value)
+    if x <= 0:
+        raise ValueError(f"{what} {value!r} is not positive")
+    return x
+
+
+def _qty(value: Any, what: str) -> float:
+    x = _f(value)
+    if x < 0:
+        raise ValueError(f"{what} {value!r} is negative")
+    return x
+
+
 def _levels(raw: Any) -> list[tuple[float, float]]:
     return [(_f(p), _f(q)) for p, q in raw]
 
@@ -173,9 +190,15 @@ class _DepthBuilder:
 
 
 def _dedupe_sorted(
-    rows: list[tuple], key_idx: int, dataset: str, where: str, skipped: Counter[str]
+    rows: list[tuple],
+    key_idx: int,
+    dataset: str,
+    where: str,
+    skipped: Counter[str],
+    conflicts: list[tuple[int, str]] | None = None,
 ) -> list[tuple]:
-    """Sort rows by their key (then line); drop verbatim repeats, error on conflicts.
+    """Sort rows by their key (then line); drop verbatim repeats, error on conflicts (or,
+    with a ``conflicts`` list, set the later line aside there as ``(line, reason)``).
     The last tuple element is the line number and is not part of the comparison."""
     rows.sort(key=lambda r: (r[key_idx], r[-1]))
     out: list[tuple] = []
@@ -185,10 +208,14 @@ def _dedupe_sorted(
             if prev[:-1] == r[:-1] or _same_but_recv(prev, r):
                 skipped[f"duplicate {dataset}"] += 1
                 continue
-            raise CatalogError(
-                f"{where}: line {r[-1]}: {dataset} key {r[key_idx]} already seen on line "
-                f"{prev[-1]} with different contents"
+            reason = (
+                f"{dataset} key {r[key_idx]} already seen on line {prev[-1]} with different "
+                "contents"
             )
+            if conflicts is None:
+                raise CatalogError(f"{where}: line {r[-1]}: {reason}")
+            conflicts.append((r[-1], reason))
+            continue
         out.append(r)
     return out
 
@@ -209,12 +236,24 @@ def _table(rows: list[tuple], schema: pa.Schema, dataset: str, where: str) -> pa
     return validate_table(table, dataset_spec(dataset), where)
 
 
-def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
+def read_capture(
+    path: PathLike,
+    *,
+    strict: bool = True,
+    quarantine: list[tuple[int, str, str]] | None = None,
+) -> CaptureTables:
     """Parse one capture file into per-symbol tables (see the module docstring).
 
     ``strict=False`` skips malformed lines (counted under ``skipped["malformed"]``)
-    instead of raising.
+    instead of raising. ``quarantine`` (a list; implies ``strict=False``) also receives
+    each malformed line as ``(line, reason, raw line)``, and a message whose key repeats
+    an earlier one with different contents is set aside there too (instead of raising).
+    A malformed line is one without a valid receive stamp, with truncated JSON, a missing
+    field, a non-numeric or non-finite number, a non-positive price or a negative
+    quantity.
     """
+    if quarantine is not None:
+        strict = False
     path = Path(path)
     where = str(path)
     trades: dict[str, list[tuple]] = {}
@@ -264,7 +303,7 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
                 kind = stream.split("@", 1)[1] if "@" in stream else stream
                 if kind == "trade":
                     sym = str(d["s"])
-                    px, qty = _f(d["p"]), _f(d["q"])
+                    px, qty = _px(d["p"], "price"), _qty(d["q"], "quantity")
                     trades.setdefault(sym, []).append(
                         (
                             int(d["T"]) * NS_PER_MS,
@@ -286,10 +325,10 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
                         (
                             ts_ns,
                             int(d["u"]),
-                            _f(d["b"]),
-                            _f(d["B"]),
-                            _f(d["a"]),
-                            _f(d["A"]),
+                            _px(d["b"], "bid price"),
+                            _qty(d["B"], "bid quantity"),
+                            _px(d["a"], "ask price"),
+                            _qty(d["A"], "ask quantity"),
                             recv,
                             n,
                         )
@@ -301,8 +340,8 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
                     marks.setdefault(sym, []).append(
                         (
                             int(d["E"]) * NS_PER_MS,
-                            _f(d["p"]),
-                            None if idx in (None, "") else _f(idx),
+                            _px(d["p"], "mark price"),
+                            None if idx in (None, "") else _px(idx, "index price"),
                             _f(d["r"]) if d.get("r", "") != "" else None,
                             int(d["T"]) * NS_PER_MS if d.get("T") else None,
                             recv,
@@ -318,10 +357,12 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
             except CatalogError:
                 raise
             except (ValueError, KeyError, TypeError) as exc:
+                what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 if strict:
-                    what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                     raise CatalogError(f"{where}: line {n}: {what}") from None
                 skipped["malformed"] += 1
+                if quarantine is not None:
+                    quarantine.append((n, what, line.rstrip("\r\n")))
     if len(market_votes) > 1:
         raise CatalogError(
             f"{where}: mixes USD-M and spot messages ({dict(market_votes)}); "
@@ -329,6 +370,7 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
         )
     market = next(iter(market_votes), "usdm")
     out = CaptureTables(path=path, market=market, n_lines=n, snapshot=snapshot, skipped=skipped)
+    conflicts: list[tuple[int, str]] | None = [] if quarantine is not None else None
     spec_rows = (
         ("trades", trades, out.trades, 1),
         ("book_ticker", tickers, out.book_ticker, 1),
@@ -341,22 +383,29 @@ def read_capture(path: PathLike, *, strict: bool = True) -> CaptureTables:
     }
     for dataset, by_sym, dest, key_idx in spec_rows:
         for sym, rows in by_sym.items():
-            rows = _dedupe_sorted(rows, key_idx, dataset, where, skipped)
+            rows = _dedupe_sorted(rows, key_idx, dataset, where, skipped, conflicts)
             dest[sym] = _table(rows, schemas[dataset], dataset, f"{where} ({dataset} {sym})")
     for sym, b in depth.items():
         out.depth[sym] = b.build(sym, market, path)
+    if quarantine is not None and conflicts:
+        wanted = {ln: reason for ln, reason in conflicts}
+        with _open_text(path) as fh:
+            for n, line in enumerate(fh, start=1):
+                if n in wanted:
+                    quarantine.append((n, wanted[n], line.rstrip("\r\n")))
+        quarantine.sort()
     return out
 
 
-def import_capture(path: PathLike, catalog: Catalog, venue: str = "binance") -> CaptureTables:
-    """Read a capture and write its trades / book_ticker / mark_price into ``catalog``.
-
-    USD-M captures go under ``venue``, spot captures under ``f"{venue}-spot"`` (the
-    datasets have no market dimension). Re-importing is idempotent (the catalog dedupes
-    identical rows). Depth diffs are not written. Returns what was read.
-    """
-    cap = read_capture(path)
+def capture_writes(
+    cap: CaptureTables, venue: str = "binance"
+) -> list[tuple[str, str, str, pa.Table]]:
+    """The catalog writes a capture stands for: ``(venue, dataset, symbol, table)`` for
+    its non-empty trades / book_ticker / mark_price tables. USD-M captures go under
+    ``venue``, spot captures under ``f"{venue}-spot"`` (the datasets have no market
+    dimension)."""
     v = venue if cap.market == "usdm" else f"{venue}-spot"
+    out = []
     for dataset, tables in (
         ("trades", cap.trades),
         ("book_ticker", cap.book_ticker),
@@ -364,5 +413,16 @@ def import_capture(path: PathLike, catalog: Catalog, venue: str = "binance") -> 
     ):
         for sym, table in tables.items():
             if table.num_rows:
-                catalog.write(v, dataset, sym, table)
+                out.append((v, dataset, sym, table))
+    return out
+
+
+def import_capture(path: PathLike, catalog: Catalog, venue: str = "binance") -> CaptureTables:
+    """Read a capture and write its trades / book_ticker / mark_price into ``catalog``
+    (see :func:`capture_writes` for where). Re-importing is idempotent (the catalog
+    dedupes identical rows). Depth diffs are not written. Returns what was read.
+    """
+    cap = read_capture(path)
+    for v, dataset, sym, table in capture_writes(cap, venue):
+        catalog.write(v, dataset, sym, table)
     return cap

@@ -16,6 +16,7 @@ they are rounded to the nearest whole hour (an offset over 5 minutes is an error
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from datetime import datetime
@@ -120,7 +121,56 @@ def _load_json_list(path: Path) -> list[Any]:
     return data
 
 
-def read_binance_funding_json(path: PathLike, symbol: str | None = None) -> pa.Table:
+Quarantine = list[tuple[int, str, str]]
+"""Rows set aside by a reader in quarantine mode: ``(row, reason, raw row text)``, row
+numbers counting data rows/records from 1."""
+
+
+def _drop_unordered(
+    ts_ns: np.ndarray, rows: np.ndarray, raw: list[str], quarantine: Quarantine
+) -> np.ndarray:
+    """Quarantine mode: rows whose time is not after the running maximum of the rows
+    before them (duplicates, out of order); returns the keep mask."""
+    if ts_ns.size < 2:
+        return np.ones(ts_ns.size, dtype=bool)
+    prev = np.maximum.accumulate(ts_ns)[:-1]
+    bad = np.concatenate([[False], ts_ns[1:] <= prev])
+    for j in np.flatnonzero(bad):
+        what = "duplicates" if ts_ns[j] in ts_ns[:j] else "is before"
+        quarantine.append(
+            (int(rows[j]) + 1, f"settlement time {what} an earlier row", raw[int(rows[j])])
+        )
+    return ~bad
+
+
+def _intervals_lenient(
+    ts_ns: np.ndarray, rows: np.ndarray, raw: list[str], where: str, quarantine: Quarantine
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quarantine mode of :func:`infer_intervals`: a row whose gap is not a funding
+    interval is set aside (its interval is unknown); returns ``(keep mask, intervals)``."""
+    n = ts_ns.size
+    if n < 2:
+        raise CatalogError(f"{where}: need at least 2 settlements to infer the interval")
+    gaps = np.diff(ts_ns)
+    per_row = np.concatenate([gaps[:1], gaps])
+    hours = per_row / NS_PER_H
+    rounded = np.round(hours).astype(np.int64)
+    bad = ~np.isin(rounded, ALLOWED_INTERVALS_H) | (np.abs(hours - rounded) > 1e-9)
+    for i in np.flatnonzero(bad):
+        side = "next" if i == 0 else "previous"
+        quarantine.append(
+            (
+                int(rows[i]) + 1,
+                f"gap of {hours[i]:g} h to the {side} settlement is not a funding interval",
+                raw[int(rows[i])],
+            )
+        )
+    return ~bad, rounded.astype(np.int32)
+
+
+def read_binance_funding_json(
+    path: PathLike, symbol: str | None = None, *, quarantine: Quarantine | None = None
+) -> pa.Table:
     """Binance ``/fapi/v1/fundingRate`` history saved as JSON → funding table.
 
     Two record shapes are accepted: the raw REST shape ``{symbol, fundingTime (ms),
@@ -130,48 +180,107 @@ def read_binance_funding_json(path: PathLike, symbol: str | None = None) -> pa.T
     several symbols and no ``symbol`` given is an error. Times are rounded to the nearest
     whole second; rows must be strictly increasing; the interval is inferred from the
     gaps (see :func:`infer_intervals`).
+
+    ``quarantine``: when a list is given, a bad record (missing field, non-numeric value,
+    duplicate or out-of-order time, a gap that is not a funding interval) is appended as
+    ``(record number, reason, record JSON)`` and left out instead of raising; file-level
+    problems (unreadable JSON, no records for the symbol) still raise.
     """
     path = Path(path)
     recs = _load_json_list(path)
-    ts, rates, marks, syms = [], [], [], []
+    ts, rates, marks, syms, rownos = [], [], [], [], []
+    good: list[bool] = []
     for i, r in enumerate(recs, start=1):
         where = f"{path}: row {i}"
-        if not isinstance(r, dict):
-            raise CatalogError(f"{where}: record is not an object")
-        if "fundingTime" in r:
-            keys = ("symbol", "fundingTime", "fundingRate")
-        else:
-            keys = ("coin", "time", "funding_rate")
-        missing = [k for k in keys if k not in r]
-        if missing:
-            raise CatalogError(f"{where}: missing field(s) {', '.join(missing)}")
-        sym = str(r[keys[0]]) if keys[0] == "symbol" else f"{r[keys[0]]}USDT"
-        t = _num(r[keys[1]], where, keys[1])
-        if t != int(t):
-            raise CatalogError(f"{where}: {keys[1]} {r[keys[1]]!r} is not whole milliseconds")
+        try:
+            if not isinstance(r, dict):
+                raise CatalogError(f"{where}: record is not an object")
+            if "fundingTime" in r:
+                keys = ("symbol", "fundingTime", "fundingRate")
+            else:
+                keys = ("coin", "time", "funding_rate")
+            missing = [k for k in keys if k not in r]
+            if missing:
+                raise CatalogError(f"{where}: missing field(s) {', '.join(missing)}")
+            sym = str(r[keys[0]]) if keys[0] == "symbol" else f"{r[keys[0]]}USDT"
+            if symbol is not None and sym != symbol:
+                continue
+            t = _num(r[keys[1]], where, keys[1])
+            if t != int(t):
+                raise CatalogError(f"{where}: {keys[1]} {r[keys[1]]!r} is not whole milliseconds")
+            rate = _num(r[keys[2]], where, keys[2])
+            mp = r.get("markPrice")
+            mark = np.nan if mp in (None, "") else _num(mp, where, "markPrice")
+        except CatalogError as exc:
+            if quarantine is None:
+                raise
+            quarantine.append((i, str(exc).removeprefix(f"{where}: "), json.dumps(r)))
+            ghost = _salvage_time(r, symbol)
+            if ghost is not None:  # keeps its place in the settlement grid
+                ts.append(ghost)
+                rates.append(np.nan)
+                marks.append(np.nan)
+                rownos.append(i - 1)
+                good.append(False)
+            continue
         syms.append(sym)
         ts.append(int(t))
-        rates.append(_num(r[keys[2]], where, keys[2]))
-        mp = r.get("markPrice")
-        marks.append(np.nan if mp in (None, "") else _num(mp, where, "markPrice"))
-    sym_arr = np.array(syms)
-    if symbol is None:
-        if len(set(syms)) > 1:
-            raise CatalogError(
-                f"{path}: holds several symbols ({', '.join(sorted(set(syms)))}); pass symbol="
-            )
-        keep = np.ones(len(syms), dtype=bool)
-    else:
-        keep = sym_arr == symbol
-        if not keep.any():
-            raise CatalogError(f"{path}: no records for symbol {symbol}")
-    rows = np.flatnonzero(keep)
-    ts_ns = _round_ns(np.array(ts, dtype=np.int64)[rows] * NS_PER_MS, NS_PER_S)
-    check_increasing(ts_ns, str(path), "settlement ts_ns", rows=rows)
-    interval = infer_intervals(ts_ns, str(path))
-    return funding_table(
-        ts_ns, np.array(rates)[rows], interval, np.array(marks, dtype=float)[rows], str(path)
+        rates.append(rate)
+        marks.append(mark)
+        rownos.append(i - 1)
+        good.append(True)
+    sym_set = set(syms)
+    if symbol is None and len(sym_set) > 1:
+        raise CatalogError(
+            f"{path}: holds several symbols ({', '.join(sorted(sym_set))}); pass symbol="
+        )
+    if not syms:
+        what = f"records for symbol {symbol}" if symbol is not None else "valid records"
+        raise CatalogError(f"{path}: no {what}")
+    rows = np.asarray(rownos, dtype=np.int64)
+    ts_ns = _round_ns(np.array(ts, dtype=np.int64) * NS_PER_MS, NS_PER_S)
+    rate_a, mark_a = np.array(rates), np.array(marks, dtype=float)
+    if quarantine is None:
+        check_increasing(ts_ns, str(path), "settlement ts_ns", rows=rows)
+        interval = infer_intervals(ts_ns, str(path))
+        return funding_table(ts_ns, rate_a, interval, mark_a, str(path))
+    # quarantine mode: rows set aside for a bad value but with a readable time ("ghosts")
+    # still take part in the ordering and interval checks, so one bad rate does not turn
+    # its neighbours' 8 h gaps into 16 h ones; they are never reported twice nor kept.
+    raw_all = [json.dumps(r) for r in recs]
+    is_good = np.asarray(good, dtype=bool)
+    seen: Quarantine = []
+    keep = _drop_unordered(ts_ns, rows, raw_all, seen)
+    ts_ns, rows, rate_a, mark_a, is_good = (
+        ts_ns[keep],
+        rows[keep],
+        rate_a[keep],
+        mark_a[keep],
+        is_good[keep],
     )
+    keep, interval = _intervals_lenient(ts_ns, rows, raw_all, str(path), seen)
+    listed = {r for r, _, _ in quarantine}
+    quarantine.extend(e for e in seen if e[0] not in listed)
+    quarantine.sort()
+    keep &= is_good
+    return funding_table(ts_ns[keep], rate_a[keep], interval[keep], mark_a[keep], str(path))
+
+
+def _salvage_time(r: object, symbol: str | None) -> int | None:
+    """The settlement time (ms) of a bad record when it is readable, else None."""
+    if not isinstance(r, dict):
+        return None
+    key, sym_key = ("fundingTime", "symbol") if "fundingTime" in r else ("time", "coin")
+    sym = r.get(sym_key)
+    if symbol is not None and (
+        sym is None or (str(sym) if sym_key == "symbol" else f"{sym}USDT") != symbol
+    ):
+        return None
+    try:
+        t = float(Decimal(str(r[key]).strip()))
+    except (KeyError, InvalidOperation, ValueError):
+        return None
+    return int(t) if np.isfinite(t) and t == int(t) else None
 
 
 def _london_to_utc_ns(text: str, interval_h: int, where: str) -> int:
@@ -206,7 +315,9 @@ def _london_to_utc_ns(text: str, interval_h: int, where: str) -> int:
     return candidates[0] * NS_PER_S
 
 
-def read_binance_funding_web_csv(path: PathLike) -> pa.Table:
+def read_binance_funding_web_csv(
+    path: PathLike, *, quarantine: Quarantine | None = None
+) -> pa.Table:
     """The funding-history CSV exported by Binance's website → funding table.
 
     Header ``Time,Contracts,Funding Interval,Funding Rate`` (UTF-8 with BOM); times are
@@ -214,6 +325,10 @@ def read_binance_funding_web_csv(path: PathLike) -> pa.Table:
     first (sorted ascending here; duplicates are an error), rates are percent strings
     (``"0.010000%"`` → 0.0001), the interval comes from the ``Funding Interval`` column
     (``8h``). One contract per file (``BTCUSDT Perpetual``); several is an error.
+
+    ``quarantine``: when a list is given, a bad row (field count, interval, rate or time
+    that does not parse, a duplicate settlement time — the later row in the file) is
+    appended as ``(row, reason, raw CSV row)`` and left out instead of raising.
     """
     path = Path(path)
     try:
@@ -229,40 +344,63 @@ def read_binance_funding_web_csv(path: PathLike) -> pa.Table:
     if missing:
         raise CatalogError(f"{path}: missing column(s) {', '.join(missing)}")
     col = {c: header.index(c) for c in need}
-    ts, rates, ivs, contracts = [], [], [], set()
+    ts, rates, ivs, contracts, rownos = [], [], [], set(), []
+
+    def raw(row: list[str]) -> str:
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="").writerow(row)
+        return buf.getvalue()
+
     for i, row in enumerate(rows[1:], start=1):
         where = f"{path}: row {i}"
-        if len(row) != len(header):
-            raise CatalogError(f"{where}: {len(row)} fields, header has {len(header)}")
-        iv_text = row[col["Funding Interval"]].strip()
-        if not (iv_text.endswith("h") and iv_text[:-1].isdigit()):
-            raise CatalogError(f"{where}: funding interval {iv_text!r} is not like '8h'")
-        iv = int(iv_text[:-1])
-        if iv not in ALLOWED_INTERVALS_H:
-            raise CatalogError(f"{where}: funding interval {iv_text!r} is not 1h/2h/4h/8h")
-        rate_text = row[col["Funding Rate"]].strip()
-        if not rate_text.endswith("%"):
-            raise CatalogError(f"{where}: funding rate {rate_text!r} is not a percent string")
         try:
-            rate = float(Decimal(rate_text[:-1]) / 100)
-        except InvalidOperation:
-            raise CatalogError(f"{where}: funding rate {rate_text!r} is not a number") from None
-        ts.append(_london_to_utc_ns(row[col["Time"]], iv, where))
+            if len(row) != len(header):
+                raise CatalogError(f"{where}: {len(row)} fields, header has {len(header)}")
+            iv_text = row[col["Funding Interval"]].strip()
+            if not (iv_text.endswith("h") and iv_text[:-1].isdigit()):
+                raise CatalogError(f"{where}: funding interval {iv_text!r} is not like '8h'")
+            iv = int(iv_text[:-1])
+            if iv not in ALLOWED_INTERVALS_H:
+                raise CatalogError(f"{where}: funding interval {iv_text!r} is not 1h/2h/4h/8h")
+            rate_text = row[col["Funding Rate"]].strip()
+            if not rate_text.endswith("%"):
+                raise CatalogError(f"{where}: funding rate {rate_text!r} is not a percent string")
+            try:
+                rate = float(Decimal(rate_text[:-1]) / 100)
+            except InvalidOperation:
+                raise CatalogError(f"{where}: funding rate {rate_text!r} is not a number") from None
+            if not np.isfinite(rate):
+                raise CatalogError(f"{where}: funding rate {rate_text!r} is not finite")
+            t_ns = _london_to_utc_ns(row[col["Time"]], iv, where)
+        except CatalogError as exc:
+            if quarantine is None:
+                raise
+            quarantine.append((i, str(exc).removeprefix(f"{where}: "), raw(row)))
+            continue
+        ts.append(t_ns)
         rates.append(rate)
         ivs.append(iv)
+        rownos.append(i)
         contracts.add(row[col["Contracts"]].strip())
     if not ts:
-        raise CatalogError(f"{path}: no data rows")
+        raise CatalogError(f"{path}: no {'valid ' if quarantine else ''}data rows")
     if len(contracts) > 1:
         raise CatalogError(f"{path}: several contracts ({', '.join(sorted(contracts))})")
     ts_arr = np.array(ts, dtype=np.int64)
-    order = np.argsort(ts_arr, kind="stable")
+    row_arr = np.array(rownos, dtype=np.int64)
+    order = np.lexsort((row_arr, ts_arr))
     sorted_ts = ts_arr[order]
-    d = np.diff(sorted_ts)
-    if (d == 0).any():
-        j = int(np.flatnonzero(d == 0)[0])
-        a, b = sorted(int(order[j]) + 1, int(order[j + 1]) + 1)
-        raise CatalogError(f"{path}: row {b}: duplicates the settlement time of row {a}")
+    dup = np.concatenate([[False], np.diff(sorted_ts) == 0])
+    if dup.any():
+        j = int(np.flatnonzero(dup)[0])
+        if quarantine is None:
+            a, b = sorted(int(row_arr[order[j - 1]]), int(row_arr[order[j]]))
+            raise CatalogError(f"{path}: row {b}: duplicates the settlement time of row {a}")
+        for j in np.flatnonzero(dup):
+            r = int(row_arr[order[j]])
+            quarantine.append((r, "duplicates the settlement time of an earlier row", raw(rows[r])))
+        quarantine.sort()
+        order, sorted_ts = order[~dup], sorted_ts[~dup]
     return funding_table(sorted_ts, np.array(rates)[order], np.array(ivs)[order], None, str(path))
 
 
@@ -345,6 +483,7 @@ def write_funding(catalog: Catalog, venue: str, symbol: str, table: pa.Table) ->
 
 __all__ = [
     "ALLOWED_INTERVALS_H",
+    "Quarantine",
     "funding_table",
     "infer_intervals",
     "multivenue_symbol",
