@@ -461,18 +461,20 @@ class Catalog:
     ) -> pa.Table:
         """Rows of ``symbol`` with ``start_ns <= ts_ns < end_ns``, validated file by file
         and across file boundaries. ``columns`` reads (and validates) only those columns
-        besides ``ts_ns``. An unknown symbol is a :class:`CatalogError`."""
+        besides ``ts_ns`` and the dataset's key. An unknown symbol is a :class:`CatalogError`."""
         spec = dataset_spec(dataset)
         if columns is not None:
             unknown = [c for c in columns if c not in spec.schema.names]
             if unknown:
                 raise CatalogError(f"dataset '{dataset}' has no column(s) {', '.join(unknown)}")
-            keep = ["ts_ns", *[c for c in columns if c != "ts_ns"]]
+            # ts_ns and the natural key are always read: ordering is validated on them
+            keep = list(dict.fromkeys(["ts_ns", spec.key, *columns]))
             spec = DatasetSpec(
                 spec.name,
                 pa.schema([spec.schema.field(c) for c in keep]),
                 tuple(c for c in spec.not_null if c in keep),
                 spec.partition,
+                spec.key,
             )
         files = self.partitions(venue, dataset, symbol)
         if not files:
