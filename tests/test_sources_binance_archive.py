@@ -411,7 +411,7 @@ def test_book_depth_from_real_snapshot(tmp_path, depth_rows):
     f = _write(tmp_path / "BTCUSDT-bookDepth-2024-07-18.zip", lines, DEPTH_HDR, zipped=True)
     ds, sym, t = read_archive_file(f)
     assert (ds, sym, t.num_rows) == ("book_depth", "BTCUSDT", 12)
-    assert t.schema.names == ["ts_ns", "band_pct", "depth_base", "notional_usd"]
+    assert t.schema.names == ["ts_ns", "band_pct", "depth_base", "notional_usd", "depth_key"]
     # 2024-07-18 23:57:02 UTC (the snapshot's E = 1721347022759 ms, to the second)
     assert t["ts_ns"][0].as_py() == 1721347022 * 10**9
     assert t["ts_ns"][-1].as_py() == (1721347022 + 30) * 10**9
@@ -421,8 +421,13 @@ def test_book_depth_from_real_snapshot(tmp_path, depth_rows):
     # best bid 63943.9 × 46.372 is inside every bid band: depth(-0.05 %) ≥ 46.372
     assert t["depth_base"][2].as_py() >= 46.372
     assert np.all(np.diff(t["depth_base"].to_numpy()[:3]) < 0)  # wider band, more depth
-    with pytest.raises(CatalogError, match="no 'book_depth' dataset yet"):
-        import_archive_files([f], Catalog(tmp_path / "cat"))
+    # (ts_ms × 20001 + band × 100 + 10000): first row is the widest bid band
+    assert t["depth_key"][0].as_py() == 1721347022000 * 20001 + round(BANDS_PCT[0] * 100) + 10000
+    cat = Catalog(tmp_path / "cat")
+    import_archive_files([f], cat)
+    assert cat.read("binance", "book_depth", "BTCUSDT").equals(t)
+    import_archive_files([f], cat)  # idempotent
+    assert cat.read("binance", "book_depth", "BTCUSDT").num_rows == 12
 
 
 @pytest.mark.parametrize(

@@ -112,6 +112,30 @@ MARK_PRICE_SCHEMA = pa.schema(
     ]
 )
 
+BOOK_DEPTH_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # snapshot time (ns UTC)
+        ("band_pct", pa.float64()),  # signed distance from mid in %: < 0 bids, > 0 asks
+        ("depth_base", pa.float64()),  # resting quantity within the band, base units
+        ("notional_usd", pa.float64()),  # the same in quote (USDT) notional
+        ("depth_key", pa.int64()),  # natural key of (ts_ns, band_pct): see book_depth_key
+    ]
+)
+"""Binance futures ``bookDepth`` snapshots (data.binance.vision ``futures/um/daily/
+bookDepth``): one row per snapshot and band, sorted by ``(ts_ns, band_pct)``."""
+
+BAND_STEPS = 20_001  # band_pct in [-100, 100] at 0.01 % resolution
+
+
+def book_depth_key(ts_ns: np.ndarray, band_pct: np.ndarray) -> np.ndarray:
+    """One int64 that orders and identifies ``(ts_ns, band_pct)`` rows of ``book_depth``:
+    ``ts_ms × 20001 + round(band_pct × 100) + 10000`` (snapshots are whole milliseconds
+    and bands are multiples of 0.01 % within ±100 %; fits int64 until the year 2484)."""
+    ts_ms = np.asarray(ts_ns, dtype=np.int64) // 1_000_000
+    code = np.rint(np.asarray(band_pct, dtype=np.float64) * 100.0).astype(np.int64) + 10_000
+    return ts_ms * BAND_STEPS + code
+
+
 INSTRUMENT_SCHEMA = pa.schema(
     [
         ("venue", pa.string()),
@@ -169,6 +193,9 @@ _FIXED_SPECS = {
         tuple(n for n in AGG_TRADE_SCHEMA.names if n != "ts_recv_ns"),
         "day",
         "agg_trade_id",
+    ),
+    "book_depth": DatasetSpec(
+        "book_depth", BOOK_DEPTH_SCHEMA, tuple(BOOK_DEPTH_SCHEMA.names), "day", "depth_key"
     ),
     "book_ticker": DatasetSpec(
         "book_ticker",

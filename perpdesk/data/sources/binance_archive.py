@@ -45,10 +45,10 @@ Conventions:
   (signed % from mid: negative bids, positive asks) with the cumulative ``depth`` (base)
   and ``notional`` (quote) resting inside it. ``timestamp`` is ``YYYY-MM-DD HH:MM:SS``
   UTC (epoch ms/µs digits are accepted too). Read to :data:`BOOK_DEPTH_SCHEMA`
-  (``ts_ns, band_pct, depth_base, notional_usd``), sorted by ``(ts_ns, band_pct)``;
-  snapshot times must not decrease and a band may appear once per snapshot (bands may
-  come in any order inside a snapshot). The catalog has no ``book_depth`` dataset yet,
-  so the importers refuse these files with that message.
+  (``ts_ns, band_pct, depth_base, notional_usd, depth_key``), sorted by ``(ts_ns,
+  band_pct)``; snapshot times must not decrease and a band may appear once per snapshot
+  (bands may come in any order inside a snapshot). ``depth_key`` is the catalog's natural
+  key of a row (:func:`perpdesk.data.catalog.book_depth_key`).
 * ``ts_recv_ns`` is null (archives carry no receive time).
 
 Bad rows (wrong column count, non-numeric / empty field, NaN or infinite value, negative
@@ -87,7 +87,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from perpdesk.data.catalog import Catalog, dataset_spec, validate_table
+from perpdesk.data.catalog import (
+    BOOK_DEPTH_SCHEMA,
+    Catalog,
+    book_depth_key,
+    dataset_spec,
+    validate_table,
+)
 from perpdesk.errors import CatalogError
 from perpdesk.files import atomic_write_text
 
@@ -154,17 +160,7 @@ _METRICS_COLS = [
 _FUNDING_COLS = [("calc_time", _I), ("funding_interval_hours", _I), ("last_funding_rate", _F)]
 _DEPTH_COLS = [("timestamp", _S), ("percentage", _F), ("depth", _F), ("notional", _F)]
 
-BOOK_DEPTH_SCHEMA = pa.schema(
-    [
-        ("ts_ns", pa.int64()),  # snapshot time (ns UTC)
-        ("band_pct", pa.float64()),  # signed distance from mid in %: < 0 bids, > 0 asks
-        ("depth_base", pa.float64()),  # resting quantity within the band, base units
-        ("notional_usd", pa.float64()),  # the same in quote (USDT) notional
-    ]
-)
-"""Schema of a futures ``bookDepth`` file as :func:`read_archive_file` returns it
-(dataset ``book_depth``; not yet a catalog dataset). One row per snapshot and band,
-sorted by ``(ts_ns, band_pct)``, which is the natural key (unique)."""
+
 _RATIO_COLS = [n for n, _ in _METRICS_COLS[4:]]
 
 KLINE_KINDS = {
@@ -766,7 +762,9 @@ def _normalise(
         ratios = ratios.filter(keep) if ratios is not None else None
     if kind == "bookDepth":
         order = np.lexsort((table.column("band_pct").to_numpy(), table.column("ts_ns").to_numpy()))
-        return table.take(pa.array(order)).cast(BOOK_DEPTH_SCHEMA), None
+        table = table.take(pa.array(order))
+        key = book_depth_key(table.column("ts_ns").to_numpy(), table.column("band_pct").to_numpy())
+        return table.append_column("depth_key", pa.array(key)).cast(BOOK_DEPTH_SCHEMA), None
     spec = dataset_spec(
         name.dataset.removeprefix("spot_") if kind in ("aggTrades", "trades") else name.dataset
     )
