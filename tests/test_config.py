@@ -73,7 +73,7 @@ def test_content_hash_tracks_results_not_paths() -> None:
         ),
         (
             "[acount]\nbankroll_usd = 1\n",
-            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths)",
+            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths, risk, store)",
         ),
         (
             "[account]\nbankroll_usd = 0\n",

@@ -35,8 +35,11 @@ __all__ = [
     "CarrySettings",
     "ConfigError",
     "DemoSettings",
+    "LayerAllocationSettings",
     "PathsSettings",
+    "RiskSettings",
     "Settings",
+    "StoreSettings",
     "load_settings",
 ]
 
@@ -108,6 +111,85 @@ class PathsSettings(_Section):
     runs_dir: Path = Field(_HOME / "runs", description="Backtest outputs (reports, trades).")
 
 
+class LayerAllocationSettings(_Section):
+    """Hard cap on each strategy layer's gross notional, % of bankroll (checked by the
+    safeguards at submit time, whatever the strategy's own sizing says). A layer at 0 may
+    only reduce. The sum may not exceed 100."""
+
+    carry: float = Field(50.0, ge=0, le=100, description="Funding carry (% of bankroll).")
+    cascade: float = Field(0.0, ge=0, le=100, description="Liquidation-cascade capture (%).")
+    tail_hedge: float = Field(0.0, ge=0, le=100, description="Options tail hedge (%).")
+    grid: float = Field(0.0, ge=0, le=100, description="Volatility-adaptive grid (%).")
+    rl: float = Field(0.0, ge=0, le=100, description="Reinforcement-learning agents (%).")
+
+    @model_validator(mode="after")
+    def _sum_at_most_100(self) -> LayerAllocationSettings:
+        total = sum(self.model_dump().values())
+        if total > 100.0:
+            raise ValueError(f"risk.layer_allocation_pct: sum = {total}: must be at most 100")
+        return self
+
+
+class RiskSettings(_Section):
+    """Pre-trade safeguards (``perpdesk.risk.safeguards``), all in % of bankroll.
+
+    A live order needs ``enable_live_orders = true`` AND its layer in ``live_layers``.
+    """
+
+    enable_live_orders: bool = Field(
+        False, description="Master switch for real orders; false = paper/simulated only."
+    )
+    live_layers: tuple[str, ...] = Field((), description="Layers allowed to send live orders.")
+    max_position_pct: float = Field(
+        25.0, gt=0, le=100, description="Gross notional per symbol, at most this % of bankroll."
+    )
+    max_deployed_pct: float = Field(
+        50.0, gt=0, description="Gross notional over all positions, at most this % of bankroll."
+    )
+    min_position_pct: float = Field(
+        1.0, ge=0, description="A position opened or grown is at least this % of bankroll."
+    )
+    max_daily_loss_pct: float = Field(
+        5.0, gt=0, le=100, description="Halt (reduce-only) once the UTC day's PnL reaches -this %."
+    )
+    layer_allocation_pct: LayerAllocationSettings = LayerAllocationSettings()
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RiskSettings:
+        if self.min_position_pct > self.max_position_pct:
+            raise ValueError(
+                f"risk.min_position_pct = {self.min_position_pct}: must be at most "
+                f"risk.max_position_pct ({self.max_position_pct})"
+            )
+        if self.max_position_pct > self.max_deployed_pct:
+            raise ValueError(
+                f"risk.max_position_pct = {self.max_position_pct}: must be at most "
+                f"risk.max_deployed_pct ({self.max_deployed_pct})"
+            )
+        known = set(LayerAllocationSettings.model_fields)
+        for layer in self.live_layers:
+            if layer not in known:
+                raise ValueError(
+                    f"risk.live_layers = {list(self.live_layers)!r}: unknown layer {layer!r} "
+                    f"(known: {', '.join(LayerAllocationSettings.model_fields)})"
+                )
+        return self
+
+
+class StoreSettings(_Section):
+    """The ledger database (``perpdesk.store``)."""
+
+    url: str = Field(
+        "",
+        description="SQLAlchemy URL; empty = SQLite file <paths.data_dir>/ledger.sqlite (WAL). "
+        "PostgreSQL: postgresql+psycopg://user@host:5432/db.",
+    )
+    snapshot_path: str = Field(
+        "",
+        description="Live-state JSON snapshot; empty = <paths.data_dir>/state.json.",
+    )
+
+
 class Settings(BaseSettings):
     """All settings. Frozen; ``content_hash()`` identifies a run's configuration."""
 
@@ -123,10 +205,12 @@ class Settings(BaseSettings):
     carry: CarrySettings = CarrySettings()
     demo: DemoSettings = DemoSettings()
     paths: PathsSettings = PathsSettings()
+    risk: RiskSettings = RiskSettings()
+    store: StoreSettings = StoreSettings()
 
     def content_hash(self) -> str:
         """Short sha256 of the canonical JSON of every setting that affects results."""
-        payload = self.model_dump(mode="json", exclude={"paths"})
+        payload = self.model_dump(mode="json", exclude={"paths", "store"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

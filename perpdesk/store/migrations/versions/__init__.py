@@ -1,0 +1,1 @@
+"""Ledger schema revisions (alembic skips this file)."""
