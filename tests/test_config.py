@@ -73,7 +73,7 @@ def test_content_hash_tracks_results_not_paths() -> None:
         ),
         (
             "[acount]\nbankroll_usd = 1\n",
-            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths, risk, store)",
+            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths, risk, store, grid, optimize)",
         ),
         (
             "[account]\nbankroll_usd = 0\n",
@@ -107,3 +107,24 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     p = _toml(tmp_path, "[carry\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(p)
+
+
+def test_grid_and_optimize_sections(tmp_path: Path) -> None:
+    p = _toml(
+        tmp_path,
+        "[grid.params]\nlevels_per_side = 7\n[optimize.grid_space]\nk = {low = 1, high = 2}\n",
+    )
+    s = load_settings(p)
+    assert s.grid.params == {"levels_per_side": 7}
+    assert s.optimize.grid_space == {"k": {"low": 1, "high": 2}}
+    with pytest.raises(
+        ConfigError, match=r"grid.params: unknown field\(s\) nope \(known: kama_period"
+    ):
+        load_settings(_toml(tmp_path, "[grid.params]\nnope = 1\n"))
+    with pytest.raises(ConfigError, match=r"GridParams\.levels_per_side = 0: must be >= 1"):
+        load_settings(_toml(tmp_path, "[grid.params]\nlevels_per_side = 0\n"))
+    with pytest.raises(
+        ConfigError,
+        match=r"optimize\.grid_space: search space k: low 3 must be a number below high 2",
+    ):
+        load_settings(_toml(tmp_path, "[optimize.grid_space]\nk = {low = 3, high = 2}\n"))

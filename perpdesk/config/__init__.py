@@ -35,7 +35,9 @@ __all__ = [
     "CarrySettings",
     "ConfigError",
     "DemoSettings",
+    "GridSettings",
     "LayerAllocationSettings",
+    "OptimizeSettings",
     "PathsSettings",
     "RiskSettings",
     "Settings",
@@ -190,6 +192,76 @@ class StoreSettings(_Section):
     )
 
 
+class GridSettings(_Section):
+    """Overrides of the grid strategy's parameters (``GridParams`` in
+    ``perpdesk/strategies/grid/params.py`` holds every default and its unit);
+    ``perpdesk optimize apply`` writes the chosen ones here."""
+
+    params: dict[str, int | float | bool] = Field(
+        default_factory=dict, description="GridParams field -> value."
+    )
+
+    @model_validator(mode="after")
+    def _known(self) -> GridSettings:
+        if self.params:
+            from dataclasses import fields
+
+            from perpdesk.strategies.grid.params import GridParams
+
+            known = [f.name for f in fields(GridParams)]
+            unknown = [k for k in self.params if k not in known]
+            if unknown:
+                raise ValueError(
+                    f"grid.params: unknown field(s) {', '.join(unknown)} (known: {', '.join(known)})"
+                )
+            try:
+                GridParams(**self.params)
+            except Exception as exc:
+                raise ValueError(f"grid.params: {exc}") from None
+        return self
+
+
+DEFAULT_GRID_SPACE: dict[str, dict[str, Any]] = {
+    "spacing_atr_mult": {"low": 0.5, "high": 3.0},
+    "levels_per_side": {"low": 2, "high": 8},
+    "slope_threshold": {"low": 0.05, "high": 0.4},
+    "stop_atr_mult": {"low": 2.0, "high": 6.0},
+    "as_gamma": {"low": 0.01, "high": 1.0, "log": True},
+}
+
+
+class OptimizeSettings(_Section):
+    """Walk-forward optimisation (``perpdesk.research.walkforward``)."""
+
+    trials: int = Field(200, ge=1, description="Trials of the TPE search.")
+    windows: int = Field(3, ge=1, description="Sliding walk-forward windows.")
+    train_frac: float = Field(0.7, gt=0, lt=1, description="Train share of each window.")
+    holdout_frac: float = Field(0.2, ge=0, lt=1, description="Final held-out share of the span.")
+    seed: int = Field(0, description="Sampler seed (same seed, same trials on any pool).")
+    batch_size: int = Field(8, ge=1, description="Trials asked per batch (not the worker count).")
+    var_penalty: float = Field(
+        0.5, ge=0, description="Fitness penalty per unit std across windows."
+    )
+    trade_penalty: float = Field(1.0, ge=0, description="Fitness penalty per unit of over-trading.")
+    max_trades_per_day: float = Field(
+        50.0, gt=0, description="Trades/day above which it penalises."
+    )
+    grid_space: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_GRID_SPACE.items()},
+        description="Search space: name -> {low, high[, step][, log][, int]} or {choices}.",
+    )
+
+    @model_validator(mode="after")
+    def _space(self) -> OptimizeSettings:
+        from perpdesk.research.walkforward import parse_space
+
+        try:
+            parse_space(self.grid_space)
+        except Exception as exc:
+            raise ValueError(f"optimize.grid_space: {exc}") from None
+        return self
+
+
 class Settings(BaseSettings):
     """All settings. Frozen; ``content_hash()`` identifies a run's configuration."""
 
@@ -207,6 +279,8 @@ class Settings(BaseSettings):
     paths: PathsSettings = PathsSettings()
     risk: RiskSettings = RiskSettings()
     store: StoreSettings = StoreSettings()
+    grid: GridSettings = GridSettings()
+    optimize: OptimizeSettings = OptimizeSettings()
 
     def content_hash(self) -> str:
         """Short sha256 of the canonical JSON of every setting that affects results."""
