@@ -18,6 +18,7 @@ from perpdesk.app.cli_backtest import _run_and_report, backtest_app
 from perpdesk.app.cli_data import data_app
 from perpdesk.app.cli_live import live_app
 from perpdesk.app.cli_optimize import optimize_app
+from perpdesk.app.cli_run import run_app
 from perpdesk.app.cli_scan import scan_app
 from perpdesk.app.cli_store import store_app
 from perpdesk.app.common import ConfigOpt, console, err_console
@@ -36,6 +37,7 @@ app.add_typer(optimize_app, name="optimize")
 app.registered_commands += store_app.registered_commands
 app.registered_commands += live_app.registered_commands
 app.registered_commands += scan_app.registered_commands
+app.registered_commands += run_app.registered_commands
 
 
 @app.command()
