@@ -1,0 +1,1411 @@
+"""Tick collector: Binance USD-M websocket streams → the Parquet catalog.
+
+Streams (Binance USD-M "Market Streams", https://developers.binance.com/docs/derivatives/
+usds-margined-futures/websocket-market-streams) and what they become:
+
+============  =========================  ===========  ============================================
+kind          stream                     dataset      ``ts_ns`` (exchange clock) / sequence key
+============  =========================  ===========  ============================================
+aggTrade      ``<sym>@aggTrade``          agg_trades   trade time ``T`` / ``a``, +1 per message
+trade         ``<sym>@trade``             trades       trade time ``T`` / ``t``, +1 per message
+bookTicker    ``<sym>@bookTicker``        book_ticker  event time ``E`` / ``u``, increasing
+forceOrder    ``<sym>@forceOrder``        liquidations order trade time ``o.T`` / ``o.T``
+============  =========================  ===========  ============================================
+
+Every row also carries ``ts_recv_ns``: the local wall clock (``time.time_ns()``) when the
+frame was read from the socket.
+
+Design of the hot path (one Python object per message caps a design near a million
+messages a second before it does any work, see ARCHITECTURE.md): each connection carries
+**one stream kind** (aggTrade streams on one socket, bookTicker on another …, at most
+200 streams per connection, Binance's limit), so its frames share one JSON shape. The
+receive loop only appends the raw frame bytes and the receive stamp to a list and an
+``array('q')``. Every ``parse_interval_s`` a connection's frames are joined into one
+buffer (in chunks of ``scan_chunk`` frames) and decoded by a numba scanner
+(:func:`_scan_flat`) that validates each frame and converts the wanted fields in one pass
+— decimals exactly, by Clinger's fast path. Frames it does not accept go to Arrow's C++
+JSON reader (``pyarrow.json.read_json`` with an explicit schema; it is also the only
+decoder of forceOrder frames): a batch Arrow refuses is bisected until the bad frames are
+isolated; they are counted as ``malformed`` and logged, the rest is kept. Symbols map to
+codes through a hash table; sequence checks run vectorised per symbol (NumPy running
+maximum) and only the anomalies (gaps, late and repeated ids) are visited in Python.
+
+Sequence rules (per symbol, in arrival order):
+
+* aggTrade / trade: ids must increase by exactly 1. A jump opens a gap ``[lo, hi]``; a
+  gap still open one parse round later is *confirmed*: logged (warning, with the id range)
+  and counted in ``gaps`` / ``missing_ids``. A late id inside an open gap is
+  ``out_of_order``: kept (the catalog sorts by id) and the gap shrinks. Any other id at
+  or below the highest seen is a ``duplicate`` and dropped.
+* bookTicker: ``u`` must increase; it skips values normally (it is the order-book update
+  id). A ``u`` at or below the highest seen is dropped: a ``duplicate`` when it is one of
+  the last 4096 accepted for the symbol, else ``out_of_order`` (a stale top of book).
+* forceOrder: Binance pushes at most one liquidation snapshot per symbol per 1000 ms, so
+  the order trade time ``o.T`` is the key; a repeat or regression of it is dropped and
+  counted like bookTicker.
+
+Writes: parsed rows wait in memory and are written by :meth:`TickCollector.flush` every
+``flush_seconds``, when ``flush_rows`` are pending, at each UTC midnight and at stop,
+through :meth:`perpdesk.data.catalog.Catalog.write` (daily partitions, validated, merged
+with what a partition holds — identical rows dedupe — and replaced atomically by tmp +
+rename). A crash loses at most the unflushed rows; a failed write (disk full …) leaves
+the partition as it was and keeps the rows for the next flush. Rows the catalog refuses
+(same key stored with different contents) are written to
+``<root>/.collector-rejected/<venue>/<dataset>/<symbol>/<recv ns>.parquet`` and counted.
+
+Reconnects: exponential backoff with full jitter, ``sleep = uniform(0, min(cap, base ·
+2^attempt))`` (M. Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog,
+2015); the attempt counter resets once a connection has delivered a message. Binance
+closes every connection after 24 h: that is a normal close, reconnected the same way. A
+connection that delivers nothing for ``stall_timeout_s`` is closed and reconnected.
+Streams are given in the URL (``/stream?streams=a/b/c``), so no SUBSCRIBE control
+messages are sent (Binance allows 10 incoming control messages per second and
+connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+import time
+from array import array
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numba
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from perpdesk.data.catalog import (
+    Catalog,
+    DatasetSpec,
+    atomic_write_parquet,
+    dataset_spec,
+    validate_table,
+)
+from perpdesk.errors import CatalogError, PerpdeskError
+
+log = logging.getLogger(__name__)
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+NS_PER_DAY = 86_400 * NS_PER_S
+MAX_STREAMS_PER_CONNECTION = 200  # Binance USD-M limit per connection
+
+LIQUIDATION_SCHEMA = pa.schema(
+    [
+        ("ts_ns", pa.int64()),  # order trade time o.T (exchange clock)
+        ("side", pa.string()),  # o.S: SELL = a long was liquidated, BUY = a short
+        ("order_type", pa.string()),  # o.o (LIMIT)
+        ("time_in_force", pa.string()),  # o.f (IOC)
+        ("price", pa.float64()),  # o.p, order price
+        ("avg_price", pa.float64()),  # o.ap, average fill price
+        ("qty_base", pa.float64()),  # o.q, original quantity
+        ("last_filled_qty_base", pa.float64()),  # o.l
+        ("filled_qty_base", pa.float64()),  # o.z, accumulated filled quantity
+        ("status", pa.string()),  # o.X (FILLED …)
+        ("event_ts_ns", pa.int64()),  # event time E
+        ("ts_recv_ns", pa.int64()),
+    ]
+)
+"""Forced liquidations (``<sym>@forceOrder``). Not yet a catalog dataset: until
+``perpdesk.data.catalog`` knows ``liquidations``, :data:`LIQUIDATIONS_SPEC` is used here
+with the catalog's own validation and merge, in the same layout."""
+
+LIQUIDATIONS_SPEC = DatasetSpec(
+    "liquidations",
+    LIQUIDATION_SCHEMA,
+    tuple(n for n in LIQUIDATION_SCHEMA.names if n != "ts_recv_ns"),
+    "day",
+    "ts_ns",
+)
+
+
+# --- stream kinds --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Kind:
+    name: str  # stream suffix after '@'
+    dataset: str
+    json_schema: pa.Schema  # what Arrow's JSON reader extracts from a combined-stream frame
+    seq: str  # "contiguous" (+1 ids) or "increasing"
+
+
+def _data(*fields: tuple[str, pa.DataType]) -> pa.Schema:
+    return pa.schema([("stream", pa.string()), ("data", pa.struct(list(fields)))])
+
+
+_S, _I = pa.string(), pa.int64()
+
+KINDS: dict[str, _Kind] = {
+    "aggTrade": _Kind(
+        "aggTrade",
+        "agg_trades",
+        _data(
+            ("s", _S), ("a", _I), ("p", _S), ("q", _S), ("f", _I), ("l", _I), ("T", _I),
+            ("m", pa.bool_()),
+        ),
+        "contiguous",
+    ),
+    "trade": _Kind(
+        "trade",
+        "trades",
+        _data(("s", _S), ("t", _I), ("p", _S), ("q", _S), ("T", _I), ("m", pa.bool_())),
+        "contiguous",
+    ),
+    "bookTicker": _Kind(
+        "bookTicker",
+        "book_ticker",
+        _data(("s", _S), ("u", _I), ("b", _S), ("B", _S), ("a", _S), ("A", _S), ("E", _I)),
+        "increasing",
+    ),
+    "forceOrder": _Kind(
+        "forceOrder",
+        "liquidations",
+        _data(
+            ("E", _I),
+            (
+                "o",
+                pa.struct(
+                    [
+                        ("s", _S), ("S", _S), ("o", _S), ("f", _S), ("q", _S), ("p", _S),
+                        ("ap", _S), ("X", _S), ("l", _S), ("z", _S), ("T", _I),
+                    ]
+                ),
+            ),
+        ),
+        "increasing",
+    ),
+}  # fmt: skip
+
+DEFAULT_KINDS = ("aggTrade", "bookTicker", "forceOrder")
+
+
+def spec_for(dataset: str) -> DatasetSpec:
+    """The catalog's spec of ``dataset``; :data:`LIQUIDATIONS_SPEC` while the catalog has
+    no ``liquidations`` dataset."""
+    try:
+        return dataset_spec(dataset)
+    except CatalogError:
+        if dataset == "liquidations":
+            return LIQUIDATIONS_SPEC
+        raise
+
+
+def write_partitioned(catalog: Catalog, venue: str, dataset: str, symbol: str, table: pa.Table):
+    """``catalog.write`` for datasets the catalog knows; for ``liquidations`` (not in the
+    catalog yet) the same validation, daily layout, merge and atomic replace."""
+    try:
+        dataset_spec(dataset)
+    except CatalogError:
+        spec = spec_for(dataset)
+    else:
+        return catalog.write(venue, dataset, symbol, table)
+    where = f"{venue}/{dataset}/{symbol} (input)"
+    table = validate_table(table, spec, where)
+    if table.num_rows == 0:
+        return []
+    ts = table.column("ts_ns").to_numpy()
+    day = ts // NS_PER_DAY
+    cuts = np.concatenate([[0], np.flatnonzero(np.diff(day)) + 1, [ts.size]])
+    written = []
+    for s, e in itertools.pairwise(cuts):
+        key = str(np.datetime64(int(day[s]), "D"))
+        part = table.slice(int(s), int(e - s))
+        path = catalog.root / venue / dataset / symbol / f"{key}.parquet"
+        if path.exists():
+            part = Catalog._merge(pq.read_table(path), part, spec, path)
+        atomic_write_parquet(part, path)
+        written.append(path)
+    return written
+
+
+# --- the frame scanner (numba) ---------------------------------------------------------------
+#
+# Binance sends compact JSON: {"stream":"btcusdt@bookTicker","data":{"e":"bookTicker",
+# "u":4984035701909,"s":"BTCUSDT","b":"63959.90",...}}. The scanner accepts exactly that
+# shape — an outer object with "stream" then "data", "data" a flat object whose values are
+# strings without escapes, JSON numbers, true, false or null — and decodes the wanted keys
+# in the same pass: integers (JSON integers), decimals (quoted or bare, converted exactly),
+# booleans and the symbol (looked up in a hash table). Everything it accepts is valid JSON
+# (RFC 8259). Anything else — whitespace between tokens, an escape, a nested value, a
+# missing or repeated wanted key, an unknown symbol, another stream, a decimal it cannot
+# convert exactly — gets a non-zero status and goes to Arrow's JSON reader, which decides
+# (valid rows are kept, malformed ones counted). tests/test_collector.py checks it against
+# json.loads + float() on recorded frames and on every truncation of some.
+
+_C_SYMBOL, _C_INT, _C_FLOAT, _C_BOOL = 1, 2, 3, 4
+# exact powers of ten (every 10**k, k <= 22, is a float64 without rounding)
+_POW10 = np.array([10.0**k for k in range(23)])
+_PREFIX = np.frombuffer(b'{"stream":"', np.uint8).copy()
+_MIDDLE = np.frombuffer(b',"data":{', np.uint8).copy()
+
+
+@numba.njit(cache=True, inline="always")
+def _fnv(buf, s, e):
+    h = np.uint64(14695981039346656037)
+    for k in range(s, e):
+        h = (h ^ np.uint64(buf[k])) * np.uint64(1099511628211)
+    return h
+
+
+@numba.njit(cache=True, inline="always")
+def _symbol_code(buf, s, e, table, sym_bytes, sym_lens):
+    mask = table.size - 1
+    j = np.int64(_fnv(buf, s, e) & np.uint64(mask))
+    while table[j] >= 0:
+        c = table[j]
+        if sym_lens[c] == e - s:
+            same = True
+            for k in range(e - s):
+                if sym_bytes[c, k] != buf[s + k]:
+                    same = False
+                    break
+            if same:
+                return c
+        j = (j + 1) & mask
+    return -1
+
+
+@numba.njit(cache=True, inline="always")
+def _string_end(buf, p, end):
+    """``p`` just after an opening quote → index of the closing quote; -1 if the string
+    has an escape or a control character or does not end."""
+    while p < end:
+        c = buf[p]
+        if c == 34:
+            return p
+        if c == 92 or c < 32:
+            return -1
+        p += 1
+    return -1
+
+
+@numba.njit(cache=True, inline="always")
+def _number_end(buf, p, end):
+    """JSON number (RFC 8259 grammar) at ``p`` → index after it, or -1."""
+    if p < end and buf[p] == 45:
+        p += 1
+    if p >= end:
+        return -1
+    c = buf[p]
+    if c == 48:
+        p += 1
+    elif 49 <= c <= 57:
+        while p < end and 48 <= buf[p] <= 57:
+            p += 1
+    else:
+        return -1
+    if p < end and buf[p] == 46:
+        p += 1
+        s = p
+        while p < end and 48 <= buf[p] <= 57:
+            p += 1
+        if p == s:
+            return -1
+    if p < end and (buf[p] == 101 or buf[p] == 69):
+        p += 1
+        if p < end and (buf[p] == 43 or buf[p] == 45):
+            p += 1
+        s = p
+        while p < end and 48 <= buf[p] <= 57:
+            p += 1
+        if p == s:
+            return -1
+    return p
+
+
+@numba.njit(cache=True, inline="always")
+def _decimal(buf, s, e):
+    """Exact float64 of the decimal text ``buf[s:e]`` (``-?digits(.digits)?``) by
+    Clinger's fast path: mantissa m < 2**53 and k <= 22 decimals make m / 10**k a single
+    correctly rounded division, equal to Python's float(text). (nan, False) otherwise."""
+    p = s
+    neg = p < e and buf[p] == 45
+    if neg:
+        p += 1
+    m = np.int64(0)
+    ndig = 0
+    frac = -1
+    if p >= e or not (48 <= buf[p] <= 57):
+        return np.nan, False
+    while p < e:
+        d = buf[p]
+        if 48 <= d <= 57:
+            m = m * 10 + (d - 48)
+            ndig += 1
+            if frac >= 0:
+                frac += 1
+            if ndig > 18:
+                return np.nan, False
+        elif d == 46 and frac < 0:
+            frac = 0
+        else:
+            return np.nan, False
+        p += 1
+    if frac == 0 or m >= 9007199254740992 or frac > 22:
+        return np.nan, False
+    x = np.float64(m)
+    if frac > 0:
+        x = x / _POW10[frac]
+    return (-x if neg else x), True
+
+
+@numba.njit(cache=True, inline="always")
+def _quoted_decimal(buf, p, end):
+    """``p`` just after an opening quote: a plain decimal ``-?digits(.digits)?`` right up
+    to the closing quote → (exact float64, index of the quote); (nan, -1) otherwise (the
+    caller then falls back to the general path)."""
+    neg = p < end and buf[p] == 45
+    if neg:
+        p += 1
+    m = np.int64(0)
+    ndig = 0
+    frac = -1
+    if p >= end or not (48 <= buf[p] <= 57):
+        return np.nan, -1
+    while p < end:
+        d = buf[p]
+        if 48 <= d <= 57:
+            m = m * 10 + (d - 48)
+            ndig += 1
+            if frac >= 0:
+                frac += 1
+        elif d == 46 and frac < 0:
+            frac = 0
+        elif d == 34:
+            break
+        else:
+            return np.nan, -1
+        p += 1
+    if p >= end or ndig > 18 or frac == 0 or m >= 9007199254740992 or frac > 22:
+        return np.nan, -1
+    x = np.float64(m)
+    if frac > 0:
+        x = x / _POW10[frac]
+    return (-x if neg else x), p
+
+
+@numba.njit(cache=True, inline="always")
+def _integer(buf, p, end):
+    """A JSON integer at ``p`` (no fraction or exponent, at most 18 digits, no leading
+    zero) → (value, index after it); (0, -1) otherwise."""
+    neg = buf[p] == 45
+    if neg:
+        p += 1
+    s = p
+    v = np.int64(0)
+    while p < end and 48 <= buf[p] <= 57:
+        v = v * 10 + (buf[p] - 48)
+        p += 1
+    n = p - s
+    if n == 0 or n > 18 or (n > 1 and buf[s] == 48):
+        return np.int64(0), -1
+    if p < end and (buf[p] == 46 or buf[p] == 101 or buf[p] == 69):
+        return np.int64(0), -1
+    return (-v if neg else v), p
+
+
+@numba.njit(cache=True)
+def _scan_flat(buf, offs, lut, conv, col, scale, need, suffix, table, sym_bytes, sym_lens,
+               ints, floats, codes, status):  # fmt: skip
+    """Decode frames ``buf[offs[i]:offs[i+1]]`` of one stream kind (see above).
+
+    ``lut[byte]`` is the wanted field of the one-byte key ``byte`` (-1: not wanted);
+    ``conv/col/scale`` say how field f is converted and where it goes (``ints[i, col]``,
+    ``floats[i, col]``, ``codes[i]``); ``need`` is the bit mask of all wanted fields.
+    ``status[i]``: 0 decoded; 1 not this exact shape; 2 missing/repeated/mistyped field;
+    3 a decimal that needs the exact slow conversion; 4 unknown symbol; 5 another stream.
+    """
+    npre, nmid, nsuf = _PREFIX.size, _MIDDLE.size, suffix.size
+    for i in range(offs.size - 1):
+        p, end = offs[i], offs[i + 1]
+        st = 0
+        if end - p < npre + nmid + 4:
+            status[i] = 1
+            continue
+        for k in range(npre):
+            if buf[p + k] != _PREFIX[k]:
+                st = 1
+                break
+        if st:
+            status[i] = st
+            continue
+        q = _string_end(buf, p + npre, end)
+        if q < 0:
+            status[i] = 1
+            continue
+        if q - (p + npre) < nsuf:
+            st = 5
+        else:
+            for k in range(nsuf):
+                if buf[q - nsuf + k] != suffix[k]:
+                    st = 5
+                    break
+        p = q + 1
+        if p + nmid > end:
+            status[i] = 1
+            continue
+        for k in range(nmid):
+            if buf[p + k] != _MIDDLE[k]:
+                st = 1
+                break
+        if st == 1:
+            status[i] = 1
+            continue
+        p += nmid
+        seen = np.int64(0)
+        if p < end and buf[p] == 125:  # empty data object
+            p += 1
+        else:
+            while True:
+                # "key":
+                if p >= end or buf[p] != 34:
+                    st = 1
+                    break
+                q = _string_end(buf, p + 1, end)
+                if q < 0 or q + 1 >= end or buf[q + 1] != 58:
+                    st = 1
+                    break
+                f = lut[buf[p + 1]] if q == p + 2 else -1
+                p = q + 2
+                if p >= end:
+                    st = 1
+                    break
+                c = buf[p]
+                if f >= 0:
+                    bit = np.int64(1) << f
+                    if seen & bit:
+                        st = max(st, 2)  # repeated key: let Arrow decide
+                    seen |= bit
+                cf = conv[f] if f >= 0 and st == 0 else -1
+                if c == 34 and cf == _C_FLOAT:  # fused: a quoted decimal, one pass
+                    x, q = _quoted_decimal(buf, p + 1, end)
+                    if q >= 0:
+                        floats[i, col[f]] = x
+                        p = q + 1
+                        cf = -2
+                elif cf == _C_INT and (c == 45 or 48 <= c <= 57):  # fused: a JSON integer
+                    v, q = _integer(buf, p, end)
+                    if q >= 0:
+                        ints[i, col[f]] = v * scale[f]
+                        p = q
+                        cf = -2
+                if cf == -2:
+                    pass  # decoded above
+                elif c == 34:  # string
+                    q = _string_end(buf, p + 1, end)
+                    if q < 0:
+                        st = 1
+                        break
+                    if cf == _C_FLOAT:  # not a plain decimal: Arrow converts it
+                        st = 3
+                    elif cf == _C_SYMBOL:
+                        code = _symbol_code(buf, p + 1, q, table, sym_bytes, sym_lens)
+                        if code < 0:
+                            st = 4
+                        codes[i] = code
+                    elif cf >= 0:
+                        st = 2
+                    p = q + 1
+                elif c == 45 or 48 <= c <= 57:  # number
+                    q = _number_end(buf, p, end)
+                    if q < 0:
+                        st = 1
+                        break
+                    if cf == _C_FLOAT:
+                        x, ok = _decimal(buf, p, q)
+                        if ok:
+                            floats[i, col[f]] = x
+                        else:
+                            st = 3
+                    elif cf >= 0:  # a fraction/exponent for an integer, or a number for a bool
+                        st = 2
+                    p = q
+                elif c == 116 or c == 102 or c == 110:  # true / false / null
+                    if c == 116:
+                        n, val = 4, 1
+                        ok = (
+                            p + 4 <= end
+                            and buf[p + 1] == 114
+                            and buf[p + 2] == 117
+                            and buf[p + 3] == 101
+                        )
+                    elif c == 102:
+                        n, val = 5, 0
+                        ok = (p + 5 <= end and buf[p + 1] == 97 and buf[p + 2] == 108
+                              and buf[p + 3] == 115 and buf[p + 4] == 101)  # fmt: skip
+                    else:
+                        n, val = 4, -1
+                        ok = (
+                            p + 4 <= end
+                            and buf[p + 1] == 117
+                            and buf[p + 2] == 108
+                            and buf[p + 3] == 108
+                        )
+                    if not ok:
+                        st = 1
+                        break
+                    if f >= 0 and st == 0:
+                        if conv[f] == _C_BOOL and val >= 0:
+                            ints[i, col[f]] = val
+                        else:
+                            st = 2
+                    p += n
+                else:  # nested object/array or garbage
+                    st = 1
+                    break
+                if p >= end:
+                    st = 1
+                    break
+                if buf[p] == 44:
+                    p += 1
+                    continue
+                if buf[p] == 125:
+                    p += 1
+                    break
+                st = 1
+                break
+        if st != 1:
+            if p + 1 != end or buf[p] != 125:
+                st = 1
+            elif st == 0 and seen != need:
+                st = 2
+        status[i] = st
+
+
+_SCAN_FIELDS: dict[str, tuple[tuple[str, int, str, int], ...]] = {
+    # (key in "data", conversion, catalog column, scale); forceOrder (≤ 1/s/symbol, nested)
+    # is decoded by Arrow only
+    "aggTrade": (
+        ("s", _C_SYMBOL, "", 1), ("T", _C_INT, "ts_ns", NS_PER_MS),
+        ("a", _C_INT, "agg_trade_id", 1), ("p", _C_FLOAT, "price", 1),
+        ("q", _C_FLOAT, "qty_base", 1), ("f", _C_INT, "first_trade_id", 1),
+        ("l", _C_INT, "last_trade_id", 1), ("m", _C_BOOL, "is_buyer_maker", 1),
+    ),
+    "trade": (
+        ("s", _C_SYMBOL, "", 1), ("T", _C_INT, "ts_ns", NS_PER_MS),
+        ("t", _C_INT, "trade_id", 1), ("p", _C_FLOAT, "price", 1),
+        ("q", _C_FLOAT, "qty_base", 1), ("m", _C_BOOL, "is_buyer_maker", 1),
+    ),
+    "bookTicker": (
+        ("s", _C_SYMBOL, "", 1), ("E", _C_INT, "ts_ns", NS_PER_MS),
+        ("u", _C_INT, "update_id", 1), ("b", _C_FLOAT, "bid_px", 1),
+        ("B", _C_FLOAT, "bid_qty", 1), ("a", _C_FLOAT, "ask_px", 1),
+        ("A", _C_FLOAT, "ask_qty", 1),
+    ),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _ScanPlan:
+    lut: np.ndarray
+    conv: np.ndarray
+    col: np.ndarray
+    scale: np.ndarray
+    need: int
+    suffix: np.ndarray
+    int_names: tuple[str, ...]
+    float_names: tuple[str, ...]
+    bool_names: tuple[str, ...]
+
+
+def _scan_plan(kind: str) -> _ScanPlan:
+    fields = _SCAN_FIELDS[kind]
+    lut = np.full(256, -1, np.int64)
+    ints: list[str] = []
+    floats: list[str] = []
+    bools: list[str] = []
+    col = []
+    for f, (key, conv, name, _) in enumerate(fields):
+        lut[ord(key)] = f
+        if conv == _C_FLOAT:
+            col.append(len(floats))
+            floats.append(name)
+        elif conv in (_C_INT, _C_BOOL):
+            col.append(len(ints))
+            ints.append(name)
+            if conv == _C_BOOL:
+                bools.append(name)
+        else:
+            col.append(0)
+    return _ScanPlan(
+        lut,
+        np.array([f[1] for f in fields], np.int64),
+        np.array(col, np.int64),
+        np.array([f[3] for f in fields], np.int64),
+        (1 << len(fields)) - 1,
+        np.frombuffer(f"@{kind}".encode(), np.uint8).copy(),
+        tuple(ints),
+        tuple(floats),
+        tuple(bools),
+    )
+
+
+def _symbol_table(symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Open-addressing hash table (FNV-1a) of the symbols' bytes for :func:`_symbol_code`."""
+    width = max(len(s) for s in symbols)
+    sym_bytes = np.zeros((len(symbols), width), np.uint8)
+    for k, sym in enumerate(symbols):
+        sym_bytes[k, : len(sym)] = np.frombuffer(sym.encode(), np.uint8)
+    sym_lens = np.array([len(s) for s in symbols], np.int64)
+    size = 1 << max(4, (4 * len(symbols) - 1).bit_length())
+    table = np.full(size, -1, np.int64)
+    for k in range(len(symbols)):
+        j = int(_fnv(sym_bytes[k], 0, int(sym_lens[k]))) & (size - 1)
+        while table[j] >= 0:
+            j = (j + 1) & (size - 1)
+        table[j] = k
+    return table, sym_bytes, sym_lens
+
+
+# --- statistics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GapEvent:
+    """Ids ``first_missing_id..last_missing_id`` (inclusive) of ``kind`` for ``symbol``
+    never arrived (confirmed one parse round after the jump was seen)."""
+
+    kind: str
+    symbol: str
+    first_missing_id: int
+    last_missing_id: int
+    detected_recv_ns: int
+
+    @property
+    def n_missing(self) -> int:
+        return self.last_missing_id - self.first_missing_id + 1
+
+
+@dataclass
+class CollectorStats:
+    """Counters for the CLI status line and the dashboard. Message counts are frames read
+    from the sockets; row counts are what reached the catalog."""
+
+    started_ns: int = field(default_factory=time.time_ns)
+    messages: int = 0  # frames received (all connections)
+    parsed: int = 0  # frames parsed so far
+    per_stream: Counter[str] = field(default_factory=Counter)  # "btcusdt@aggTrade" → rows
+    rows_written: Counter[str] = field(default_factory=Counter)  # dataset → rows
+    gaps: int = 0  # confirmed gaps (id jumps not filled within a parse round)
+    missing_ids: int = 0  # ids inside confirmed gaps still missing
+    duplicates: int = 0
+    out_of_order: int = 0
+    malformed: int = 0  # frames that are not valid JSON of the expected shape
+    unexpected: int = 0  # valid frames of another stream / unknown symbol / control reply
+    reconnects: int = 0
+    connects: int = 0
+    flushes: int = 0
+    write_errors: int = 0
+    rejected_rows: int = 0  # rows the catalog refused (written to .collector-rejected)
+    last_message_recv_ns: int = 0
+    gap_log: deque[GapEvent] = field(default_factory=lambda: deque(maxlen=1000))
+    _rate_mark: tuple[int, int] = (0, 0)  # (ns, messages) of the previous rate reading
+    _rate: float = 0.0
+
+    def last_message_age_s(self, now_ns: int | None = None) -> float | None:
+        """Seconds since the newest frame was received (None before the first)."""
+        if not self.last_message_recv_ns:
+            return None
+        return ((now_ns or time.time_ns()) - self.last_message_recv_ns) / NS_PER_S
+
+    def messages_per_s(self, now_ns: int | None = None) -> float:
+        """Frames per second since the previous call (or since start on the first)."""
+        now = now_ns or time.time_ns()
+        t0, m0 = self._rate_mark if self._rate_mark[0] else (self.started_ns, 0)
+        if now - t0 >= NS_PER_S // 2:
+            self._rate = (self.messages - m0) * NS_PER_S / (now - t0)
+            self._rate_mark = (now, self.messages)
+        return self._rate
+
+    def summary(self) -> dict[str, object]:
+        """Plain dict of the counters (for JSON / the dashboard)."""
+        return {
+            "messages": self.messages,
+            "parsed": self.parsed,
+            "per_stream": dict(self.per_stream),
+            "rows_written": dict(self.rows_written),
+            "gaps": self.gaps,
+            "missing_ids": self.missing_ids,
+            "duplicates": self.duplicates,
+            "out_of_order": self.out_of_order,
+            "malformed": self.malformed,
+            "unexpected": self.unexpected,
+            "reconnects": self.reconnects,
+            "connects": self.connects,
+            "flushes": self.flushes,
+            "write_errors": self.write_errors,
+            "rejected_rows": self.rejected_rows,
+            "last_message_age_s": self.last_message_age_s(),
+        }
+
+
+# --- per-symbol sequence state ---------------------------------------------------------------
+
+
+_MAX_BAD_LOGS_PER_ROUND = 5
+_RECENT = 4096  # accepted keys remembered per symbol to tell a repeat from a stale update
+
+
+@dataclass
+class _SeqState:
+    last: int | None = None  # highest id (or u, or ts) accepted so far
+    recent: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # last keys
+    open_gaps: list[list[int]] = field(default_factory=list)  # [lo, hi, confirmed, round]
+
+
+class _Conn:
+    """One websocket connection: its kind, streams and receive buffer."""
+
+    def __init__(self, kind: _Kind, symbols: Sequence[str]) -> None:
+        self.kind = kind
+        self.symbols = list(symbols)
+        self.streams = [f"{s.lower()}@{kind.name}" for s in symbols]
+        self.raw: list[bytes] = []
+        self.recv = array("q")
+        self.swapped = 0  # frames already taken out of the buffer
+
+    def take(self) -> tuple[list[bytes], array]:
+        """The buffered frames and stamps; the buffers are emptied in place, so bound
+        ``raw.append`` / ``recv.append`` held by the receive loop stay valid."""
+        raw, recv = self.raw[:], self.recv[:]
+        self.raw.clear()
+        del self.recv[:]
+        self.swapped += len(raw)
+        return raw, recv
+
+    @property
+    def received(self) -> int:
+        return self.swapped + len(self.raw)
+
+
+# --- the collector ---------------------------------------------------------------------------
+
+
+class TickCollector:
+    """Collect Binance USD-M ticks for ``symbols`` into ``catalog`` under ``venue``.
+
+    ``run()`` connects and collects until ``stop()`` (or ``duration_s``); ``feed()`` /
+    ``process()`` / ``flush()`` are the socket-free processing path (used by the replay
+    benchmark and by ``run``).
+
+    ``kinds``: stream kinds (``aggTrade``, ``trade``, ``bookTicker``, ``forceOrder``), one
+    connection per kind and ``streams_per_connection`` symbols. ``flush_seconds`` /
+    ``flush_rows``: write at least this often / as soon as this many rows wait.
+    ``parse_interval_s``: how often buffered frames are decoded and sequence-checked (a gap
+    is confirmed ``confirm_rounds`` rounds after it opened). ``backoff_base_s`` /
+    ``backoff_cap_s``: full-jitter reconnect delays. ``stall_timeout_s``: a connection
+    silent that long is closed and reconnected. ``clock_ns``: wall clock in ns (flush
+    timing, midnight). ``use_scanner=False`` decodes everything with Arrow (reference).
+    """
+
+    def __init__(
+        self,
+        symbols: Sequence[str],
+        catalog: Catalog | str | Path,
+        *,
+        venue: str = "binance",
+        ws_url: str = "wss://fstream.binance.com",
+        kinds: Sequence[str] = DEFAULT_KINDS,
+        flush_seconds: float = 60.0,
+        flush_rows: int = 2_000_000,
+        parse_interval_s: float = 1.0,
+        streams_per_connection: int = MAX_STREAMS_PER_CONNECTION,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 30.0,
+        stall_timeout_s: float = 30.0,
+        confirm_rounds: int = 1,
+        clock_ns: Callable[[], int] = time.time_ns,
+        use_scanner: bool = True,
+        scan_chunk: int = 1 << 14,
+    ) -> None:
+        if not symbols:
+            raise PerpdeskError("collector: no symbols given")
+        bad = [k for k in kinds if k not in KINDS]
+        if bad:
+            raise PerpdeskError(
+                f"collector: unknown stream kind(s) {', '.join(bad)} (known: {', '.join(KINDS)})"
+            )
+        if not 1 <= streams_per_connection <= MAX_STREAMS_PER_CONNECTION:
+            raise PerpdeskError(
+                f"collector: streams_per_connection {streams_per_connection} must be in "
+                f"1..{MAX_STREAMS_PER_CONNECTION} (Binance limit per connection)"
+            )
+        self.symbols = [s.upper() for s in symbols]
+        odd = [s for s in self.symbols if not s.isascii() or not s.replace("_", "").isalnum()]
+        if odd:
+            raise PerpdeskError(f"collector: bad symbol(s) {', '.join(odd)} (letters/digits only)")
+        if len(set(kinds)) != len(kinds):
+            raise PerpdeskError(f"collector: stream kinds repeat in {', '.join(kinds)}")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise PerpdeskError(f"collector: duplicate symbols in {', '.join(self.symbols)}")
+        self.catalog = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
+        self.venue = venue
+        self.ws_url = ws_url.rstrip("/")
+        self.kinds = [KINDS[k] for k in kinds]
+        self.flush_seconds = flush_seconds
+        self.flush_rows = flush_rows
+        self.parse_interval_s = parse_interval_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self.stall_timeout_s = stall_timeout_s
+        self.confirm_rounds = confirm_rounds
+        self.clock_ns = clock_ns
+        self.stats = CollectorStats(started_ns=clock_ns())
+        self._symbol_index = pa.array(self.symbols, pa.string())
+        self._sym_table = _symbol_table(self.symbols)
+        self._plans = {k.name: _scan_plan(k.name) for k in self.kinds if k.name in _SCAN_FIELDS}
+        self.use_scanner = use_scanner
+        self.scan_chunk = scan_chunk
+        self.conns: list[_Conn] = []
+        for kind in self.kinds:
+            for i in range(0, len(self.symbols), streams_per_connection):
+                self.conns.append(_Conn(kind, self.symbols[i : i + streams_per_connection]))
+        self._seq: dict[tuple[str, int], _SeqState] = {}
+        self._pending: dict[tuple[str, str], list[pa.Table]] = {}
+        self._pending_rows = 0
+        self._round = 0
+        self._logged_bad = 0
+        self._stopping: asyncio.Event | None = None  # created inside run()
+        self._stop_requested = False
+        self._writing = False
+        self._last_flush_ns = clock_ns()
+        self._flush_day = self._last_flush_ns // NS_PER_DAY
+
+    # -- socket-free processing path ----------------------------------------------------------
+    def feed(self, conn: _Conn, raw: bytes, recv_ns: int) -> None:
+        """Buffer one frame of ``conn`` received at ``recv_ns`` (what the socket loop does)."""
+        conn.raw.append(raw)
+        conn.recv.append(recv_ns)
+
+    def process(self) -> int:
+        """Parse and sequence-check every buffered frame; returns frames processed."""
+        self.refresh_counts()
+        self._round += 1
+        self._logged_bad = 0
+        done = 0
+        for conn in self.conns:
+            if not conn.raw:
+                continue
+            raw, recv = conn.take()
+            self._process_batch(conn.kind, raw, np.frombuffer(recv, dtype=np.int64))
+            done += len(raw)
+        self._confirm_gaps(final=False)
+        if self._logged_bad > _MAX_BAD_LOGS_PER_ROUND:
+            log.warning("%d malformed frames this round (%d logged)", self._logged_bad,
+                        _MAX_BAD_LOGS_PER_ROUND)  # fmt: skip
+        self.stats.parsed += done
+        return done
+
+    def _parse(self, kind: _Kind, raw: list[bytes]) -> tuple[pa.Table | None, np.ndarray]:
+        """Arrow-parse frames; returns (table of the good frames, their indices into raw)."""
+        n = len(raw)
+        joined = b"\n".join(raw)
+        opts = pajson.ParseOptions(
+            explicit_schema=kind.json_schema, unexpected_field_behavior="ignore"
+        )
+        if joined.count(b"\n") == n - 1:
+            try:
+                t = pajson.read_json(
+                    pa.py_buffer(joined),
+                    read_options=pajson.ReadOptions(
+                        use_threads=False, block_size=max(1 << 20, len(joined) + 1)
+                    ),
+                    parse_options=opts,
+                )
+                if t.num_rows == n:
+                    return t, np.arange(n)
+            except pa.ArrowInvalid:
+                pass
+        if n == 1:
+            self.stats.malformed += 1
+            self._logged_bad += 1
+            if self._logged_bad <= _MAX_BAD_LOGS_PER_ROUND:  # a flood must not flood the log
+                log.warning("malformed %s frame dropped: %r", kind.name, raw[0][:200])
+            return None, np.empty(0, dtype=np.int64)
+        mid = n // 2
+        ta, ia = self._parse(kind, raw[:mid])
+        tb, ib = self._parse(kind, raw[mid:])
+        parts = [t for t in (ta, tb) if t is not None]
+        if not parts:
+            return None, np.empty(0, dtype=np.int64)
+        return pa.concat_tables(parts), np.concatenate([ia, ib + mid])
+
+    def _process_batch(self, kind: _Kind, raw: list[bytes], recv: np.ndarray) -> None:
+        if kind.name in _SCAN_FIELDS and self.use_scanner:
+            cols, codes, idx = self._decode_scan(kind, raw)
+        else:
+            cols, codes, idx = self._decode_arrow(kind, raw)
+        if idx.size:
+            self._emit(kind, cols, codes, recv if idx.size == len(raw) else recv[idx])
+
+    def _decode_scan(self, kind: _Kind, raw: list[bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Numba-scan frames; frames the scanner refuses go through :meth:`_decode_arrow`.
+        Returns (columns of the good frames, their symbol codes, their indices into raw).
+
+        Frames are joined in chunks of ``scan_chunk`` (a few MB: a buffer that size is
+        reused by the allocator rather than mapped afresh page by page) and decoded
+        straight into whole-batch columns."""
+        plan = self._plans[kind.name]
+        n = len(raw)
+        status = np.zeros(n, np.int8)
+        ints = np.empty((len(plan.int_names), n), np.int64)
+        floats = np.empty((len(plan.float_names), n), np.float64)
+        codes = np.full(n, -1, np.int64)
+        table, sym_bytes, sym_lens = self._sym_table
+        for s in range(0, n, self.scan_chunk):
+            part = raw[s : s + self.scan_chunk]
+            e = s + len(part)
+            offs = np.zeros(len(part) + 1, np.int64)
+            np.cumsum(np.fromiter(map(len, part), np.int64, len(part)), out=offs[1:])
+            buf = np.frombuffer(b"".join(part), np.uint8)
+            _scan_flat(buf, offs, plan.lut, plan.conv, plan.col, plan.scale, plan.need,
+                       plan.suffix, table, sym_bytes, sym_lens, ints[:, s:e].T,
+                       floats[:, s:e].T, codes[s:e], status[s:e])  # fmt: skip
+        cols: dict = {name: ints[j] for j, name in enumerate(plan.int_names)}
+        cols.update({name: floats[j] for j, name in enumerate(plan.float_names)})
+        slow = np.flatnonzero(status)
+        keep = None
+        if slow.size:  # Arrow decides on these frames; its good rows fill their places
+            scols, scodes, sidx = self._decode_arrow(kind, [raw[i] for i in slow])
+            pos = slow[sidx]
+            for k, v in scols.items():
+                if k in cols:
+                    cols[k][pos] = v
+            codes[pos] = scodes
+            keep = np.ones(n, dtype=bool)
+            keep[slow] = False
+            keep[pos] = True
+        for name in plan.bool_names:
+            cols[name] = cols[name].astype(bool)
+        self._derive(kind, cols)
+        if keep is None:
+            return cols, codes, np.arange(n)
+        idx = np.flatnonzero(keep)
+        return {k: v[idx] for k, v in cols.items()}, codes[idx], idx
+
+    @staticmethod
+    def _derive(kind: _Kind, cols: dict) -> None:
+        if kind.name == "trade":
+            cols["quote_qty"] = cols["price"] * cols["qty_base"]
+        cols["_seq"] = cols[spec_for(kind.dataset).key]
+
+    def _decode_arrow(self, kind: _Kind, raw: list[bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Arrow-parse frames (the reference path, and the only one for forceOrder)."""
+        table, idx = self._parse(kind, raw)
+        if table is None:
+            return {}, np.empty(0, np.int64), np.empty(0, np.int64)
+        data = table.column("data").combine_chunks()
+        stream = table.column("stream").combine_chunks()
+        sym_col = data.field("o").field("s") if kind.name == "forceOrder" else data.field("s")
+        code = pc.index_in(sym_col, value_set=self._symbol_index)
+        ok = pc.and_(pc.fill_null(pc.ends_with(stream, "@" + kind.name), False), pc.is_valid(code))
+        cols, required_ok = self._columns(kind, data)
+        okn = ok.to_numpy(zero_copy_only=False)
+        n_unexpected = int((~okn).sum())
+        if n_unexpected:
+            self.stats.unexpected += n_unexpected
+            log.warning("%d %s frame(s) of another stream or symbol ignored", n_unexpected,
+                        kind.name)  # fmt: skip
+        good = okn & required_ok
+        n_bad = int((okn & ~required_ok).sum())
+        if n_bad:
+            self.stats.malformed += n_bad
+            log.warning("%d %s frame(s) with missing/invalid fields dropped", n_bad, kind.name)
+        rows = np.flatnonzero(good)
+        codes = code.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)[rows]
+        take = pa.array(rows)
+        cols = {
+            k: (v[rows] if isinstance(v, np.ndarray) else v.take(take)) for k, v in cols.items()
+        }
+        return cols, codes, idx[rows]
+
+    def _emit(self, kind: _Kind, cols: dict, codes: np.ndarray, recv: np.ndarray) -> None:
+        """Sequence-check the decoded rows per symbol and queue them for the next flush."""
+        small = np.int16 if len(self.symbols) < 32_768 else np.int64
+        order = np.argsort(codes.astype(small), kind="stable")  # radix sort for int16
+        sorted_codes = codes[order]
+        cuts = np.flatnonzero(np.diff(sorted_codes)) + 1
+        starts = np.concatenate([[0], cuts])
+        ends = np.concatenate([cuts, [sorted_codes.size]])
+        schema = spec_for(kind.dataset).schema
+        # one gather per column puts every symbol's rows together (arrival order kept)
+        identity = starts.size == 1
+        take = None if identity else pa.array(order)
+        grouped = {}
+        for name in schema.names:
+            c = recv if name == "ts_recv_ns" else cols[name]
+            if identity:
+                grouped[name] = c
+            else:
+                grouped[name] = c[order] if isinstance(c, np.ndarray) else c.take(take)
+        seq = cols["_seq"] if identity else cols["_seq"][order]
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            sym_code = int(sorted_codes[s])
+            keep = self._sequence(kind, sym_code, seq[s:e])
+            n_keep = int(keep.sum())
+            if n_keep == 0:
+                continue
+            sym = self.symbols[sym_code]
+            self.stats.per_stream[f"{sym.lower()}@{kind.name}"] += n_keep
+            mask = None if n_keep == e - s else pa.array(keep)
+            arrays = []
+            for name in schema.names:
+                c = grouped[name][s:e]
+                c = pa.array(c) if isinstance(c, np.ndarray) else c
+                arrays.append(c if mask is None else c.filter(mask))
+            out = pa.Table.from_arrays(arrays, schema=schema)
+            self._pending.setdefault((kind.dataset, sym), []).append(out)
+            self._pending_rows += out.num_rows
+
+    def _columns(self, kind: _Kind, data: pa.StructArray) -> tuple[dict, np.ndarray]:
+        """Catalog columns (NumPy where numeric) and a mask of rows with every required
+        field present and valid."""
+        n = len(data)
+        valid = np.ones(n, dtype=bool)
+
+        def ints(arr: pa.Array, scale: int = 1) -> np.ndarray:
+            nonlocal valid
+            valid &= arr.is_valid().to_numpy(zero_copy_only=False)
+            return arr.fill_null(0).to_numpy(zero_copy_only=False) * scale
+
+        def floats(arr: pa.Array) -> np.ndarray:
+            nonlocal valid
+            try:
+                f = pc.cast(arr, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                f = pa.array([_float_or_none(x) for x in arr.to_pylist()], pa.float64())
+            x = f.fill_null(np.nan).to_numpy(zero_copy_only=False)
+            valid &= np.isfinite(x)
+            return x
+
+        def strs(arr: pa.Array) -> pa.Array:
+            nonlocal valid
+            valid &= arr.is_valid().to_numpy(zero_copy_only=False)
+            return arr
+
+        def bools(arr: pa.Array) -> np.ndarray:
+            nonlocal valid
+            valid &= arr.is_valid().to_numpy(zero_copy_only=False)
+            return arr.fill_null(False).to_numpy(zero_copy_only=False)
+
+        f = data.field
+        if kind.name == "aggTrade":
+            c = {
+                "ts_ns": ints(f("T"), NS_PER_MS),
+                "agg_trade_id": ints(f("a")),
+                "price": floats(f("p")),
+                "qty_base": floats(f("q")),
+                "first_trade_id": ints(f("f")),
+                "last_trade_id": ints(f("l")),
+                "is_buyer_maker": bools(f("m")),
+            }
+        elif kind.name == "trade":
+            c = {
+                "ts_ns": ints(f("T"), NS_PER_MS),
+                "trade_id": ints(f("t")),
+                "price": floats(f("p")),
+                "qty_base": floats(f("q")),
+                "is_buyer_maker": bools(f("m")),
+            }
+        elif kind.name == "bookTicker":
+            c = {
+                "ts_ns": ints(f("E"), NS_PER_MS),
+                "update_id": ints(f("u")),
+                "bid_px": floats(f("b")),
+                "bid_qty": floats(f("B")),
+                "ask_px": floats(f("a")),
+                "ask_qty": floats(f("A")),
+            }
+        else:  # forceOrder
+            o = f("o")
+            valid &= o.is_valid().to_numpy(zero_copy_only=False)
+            g = o.field
+            c = {
+                "ts_ns": ints(g("T"), NS_PER_MS),
+                "side": strs(g("S")),
+                "order_type": strs(g("o")),
+                "time_in_force": strs(g("f")),
+                "price": floats(g("p")),
+                "avg_price": floats(g("ap")),
+                "qty_base": floats(g("q")),
+                "last_filled_qty_base": floats(g("l")),
+                "filled_qty_base": floats(g("z")),
+                "status": strs(g("X")),
+                "event_ts_ns": ints(f("E"), NS_PER_MS),
+            }
+        self._derive(kind, c)
+        return c, valid
+
+    def _sequence(self, kind: _Kind, sym_code: int, key: np.ndarray) -> np.ndarray:
+        """Mask of rows to keep from one symbol's arrival-ordered keys; updates counters."""
+        st = self._seq.setdefault((kind.name, sym_code), _SeqState())
+        prev = st.last if st.last is not None else int(key[0]) - 1
+        run = np.maximum.accumulate(np.concatenate([[prev], key]))
+        before = run[:-1]
+        adv = key > before
+        st.last = int(run[-1])
+        if kind.seq == "increasing":
+            accepted = key[adv] if not adv.all() else key
+            if not adv.all():
+                late = key[~adv]
+                seen = np.isin(late, np.concatenate([st.recent, accepted]))
+                self.stats.duplicates += int(seen.sum())
+                self.stats.out_of_order += int((~seen).sum())
+            st.recent = np.concatenate([st.recent, accepted[-_RECENT:]])[-_RECENT:]
+            return adv
+        jump = adv & (key > before + 1)
+        if not jump.any() and adv.all():
+            return adv
+        keep = adv.copy()
+        sym = self.symbols[sym_code]
+        for p in np.flatnonzero(jump | ~adv):
+            k = int(key[p])
+            if adv[p]:
+                st.open_gaps.append([int(before[p]) + 1, k - 1, 0, self._round])
+                continue
+            hit = next((g for g in st.open_gaps if g[0] <= k <= g[1]), None)
+            if hit is None:
+                self.stats.duplicates += 1
+                continue
+            keep[p] = True
+            self.stats.out_of_order += 1
+            if hit[2]:
+                self.stats.missing_ids -= 1
+                log.info("%s %s: late id %d filled part of a gap", sym, kind.name, k)
+            lo, hi, conf, rnd = hit
+            st.open_gaps.remove(hit)
+            if lo <= k - 1:
+                st.open_gaps.append([lo, k - 1, conf, rnd])
+            if k + 1 <= hi:
+                st.open_gaps.append([k + 1, hi, conf, rnd])
+        if len(st.open_gaps) > 10_000:  # bounded memory: forget the oldest gaps
+            del st.open_gaps[: len(st.open_gaps) - 10_000]
+        return keep
+
+    def _confirm_gaps(self, final: bool) -> None:
+        now = self.clock_ns()
+        for (kind_name, code), st in self._seq.items():
+            for g in st.open_gaps:
+                if g[2] or (not final and self._round - g[3] < self.confirm_rounds):
+                    continue
+                g[2] = 1
+                ev = GapEvent(kind_name, self.symbols[code], g[0], g[1], now)
+                self.stats.gaps += 1
+                self.stats.missing_ids += ev.n_missing
+                self.stats.gap_log.append(ev)
+                log.warning(
+                    "%s %s: gap, ids %d..%d missing (%d)",
+                    ev.symbol,
+                    kind_name,
+                    ev.first_missing_id,
+                    ev.last_missing_id,
+                    ev.n_missing,
+                )
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows parsed and waiting for the next flush."""
+        return self._pending_rows
+
+    def flush(self) -> int:
+        """Write every pending row to the catalog (atomic per partition file); returns rows
+        written. Rows whose write failed with an OS error stay pending for the next flush."""
+        pending = self._take_pending()
+        written, failed = self._write(pending)
+        self._requeue(failed)
+        return written
+
+    def _take_pending(self) -> dict[tuple[str, str], list[pa.Table]]:
+        pending, self._pending, self._pending_rows = self._pending, {}, 0
+        self._last_flush_ns = self.clock_ns()
+        self._flush_day = self._last_flush_ns // NS_PER_DAY
+        return pending
+
+    def _requeue(self, failed: dict[tuple[str, str], pa.Table]) -> None:
+        for k, t in failed.items():
+            self._pending.setdefault(k, []).insert(0, t)
+            self._pending_rows += t.num_rows
+
+    def _write(
+        self, pending: dict[tuple[str, str], list[pa.Table]]
+    ) -> tuple[int, dict[tuple[str, str], pa.Table]]:
+        """Write ``pending``; returns (rows written, tables whose write failed)."""
+        total = 0
+        failed: dict[tuple[str, str], pa.Table] = {}
+        for (dataset, sym), tables in pending.items():
+            spec = spec_for(dataset)
+            t = pa.concat_tables(tables)
+            key = t.column(spec.key).to_numpy()
+            if key.size > 1 and not (np.diff(key) > 0).all():  # late rows were accepted
+                t = t.take(pc.sort_indices(t, sort_keys=[(spec.key, "ascending")]))
+            try:
+                write_partitioned(self.catalog, self.venue, dataset, sym, t)
+            except CatalogError as exc:
+                self.stats.rejected_rows += t.num_rows
+                path = (
+                    self.catalog.root / ".collector-rejected" / self.venue / dataset / sym
+                ) / f"{self.clock_ns()}.parquet"
+                log.error("catalog refused %d %s rows of %s (%s); kept in %s",
+                          t.num_rows, dataset, sym, exc, path)  # fmt: skip
+                atomic_write_parquet(t, path)
+                continue
+            except OSError as exc:
+                self.stats.write_errors += 1
+                log.error("writing %s %s failed (%s); %d rows kept for the next flush",
+                          dataset, sym, exc, t.num_rows)  # fmt: skip
+                failed[(dataset, sym)] = t
+                continue
+            self.stats.rows_written[dataset] += t.num_rows
+            total += t.num_rows
+        self.stats.flushes += 1
+        return total, failed
+
+    def flush_due(self, now_ns: int) -> bool:
+        """Flush every ``flush_seconds``, at ``flush_rows`` pending rows and at UTC midnight."""
+        return (
+            now_ns - self._last_flush_ns >= self.flush_seconds * NS_PER_S
+            or self._pending_rows >= self.flush_rows
+            or now_ns // NS_PER_DAY != self._flush_day
+        )
+
+    # -- sockets ------------------------------------------------------------------------------
+    def url_of(self, conn: _Conn) -> str:
+        """Combined-stream URL of ``conn`` (``<ws_url>/stream?streams=a/b/c``)."""
+        return f"{self.ws_url}/stream?streams={'/'.join(conn.streams)}"
+
+    def backoff_s(self, attempt: int) -> float:
+        """Full-jitter backoff delay for reconnect ``attempt`` (0-based), in seconds."""
+        return random.uniform(0.0, min(self.backoff_cap_s, self.backoff_base_s * 2.0**attempt))
+
+    async def _connection(self, conn: _Conn) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import InvalidHandshake, InvalidURI, WebSocketException
+
+        url = self.url_of(conn)
+        attempt = 0
+        ever = False
+        clock = time.time_ns
+        while not self._stopping.is_set():
+            try:
+                async with connect(
+                    url, max_size=1 << 22, open_timeout=10, close_timeout=2, compression=None
+                ) as ws:
+                    self.stats.connects += 1
+                    if ever:
+                        self.stats.reconnects += 1
+                        log.info("reconnected %s", url[:120])
+                    ever = True
+                    watchdog = asyncio.create_task(self._watch(conn, ws))
+                    keep, stamp, recv = conn.raw.append, conn.recv.append, ws.recv
+                    try:
+                        keep(await recv(decode=False))  # the hot loop: two appends a frame
+                        stamp(clock())
+                        attempt = 0
+                        while True:
+                            keep(await recv(decode=False))
+                            stamp(clock())
+                    finally:
+                        watchdog.cancel()
+            except asyncio.CancelledError:
+                raise
+            except InvalidURI as exc:
+                raise PerpdeskError(f"collector: bad websocket URL {url[:120]}: {exc}") from None
+            except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
+                if self._stopping.is_set():
+                    break
+                code = getattr(getattr(exc, "rcvd", None), "code", None)
+                level = logging.INFO if code in (1000, 1001) else logging.WARNING
+                log.log(level, "connection %s… closed: %s", conn.streams[0], exc)
+            delay = self.backoff_s(attempt)
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _watch(self, conn: _Conn, ws) -> None:
+        """Close ``ws`` when it delivers nothing for ``stall_timeout_s``."""
+        last, since = conn.received, time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_timeout_s / 4))
+            n = conn.received
+            if n != last:
+                last, since = n, time.monotonic()
+            elif time.monotonic() - since >= self.stall_timeout_s:
+                log.warning("connection %s… stalled %.1f s; reconnecting", conn.streams[0],
+                            self.stall_timeout_s)  # fmt: skip
+                await ws.close(code=4000, reason="stalled")
+                return
+
+    async def run(self, duration_s: float | None = None) -> CollectorStats:
+        """Collect until :meth:`stop` or ``duration_s``; then parse and flush everything."""
+        self._stopping = asyncio.Event()
+        if self._stop_requested:
+            self._stopping.set()
+        tasks = [asyncio.create_task(self._connection(c)) for c in self.conns]
+        t_end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not self._stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.parse_interval_s)
+                for t in tasks:
+                    if t.done() and t.exception() is not None:
+                        raise t.exception()
+                await self._tick()
+                if t_end is not None and time.monotonic() >= t_end:
+                    self._stopping.set()
+        finally:
+            self._stopping.set()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            while self._writing:  # a flush started by _tick is still running
+                await asyncio.sleep(0.01)
+            self.process()
+            self._confirm_gaps(final=True)
+            await asyncio.to_thread(self.flush)
+        return self.stats
+
+    def refresh_counts(self) -> None:
+        """Update ``stats.messages`` and the newest receive stamp from the socket buffers
+        (cheap: no parsing; for status displays between parse rounds)."""
+        self.stats.messages = sum(c.received for c in self.conns)
+        last = [c.recv[-1] for c in self.conns if len(c.recv)]
+        if last:
+            self.stats.last_message_recv_ns = max(self.stats.last_message_recv_ns, *last)
+
+    async def _tick(self) -> None:
+        self.refresh_counts()
+        self.process()
+        if self._writing or not self.flush_due(self.clock_ns()):
+            return
+        # Parquet writing releases the GIL: the receive loops keep stamping frames meanwhile.
+        # One write at a time, so two flushes never merge into the same partition at once.
+        self._writing = True
+        try:
+            _, failed = await asyncio.to_thread(self._write, self._take_pending())
+        finally:
+            self._writing = False
+        self._requeue(failed)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (it then parses and flushes what is buffered)."""
+        self._stop_requested = True
+        if self._stopping is not None:
+            self._stopping.set()
+
+
+def _float_or_none(x: object) -> float | None:
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
