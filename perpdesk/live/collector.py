@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import random
 import time
@@ -82,14 +81,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from perpdesk.data.catalog import (
     Catalog,
     DatasetSpec,
     atomic_write_parquet,
     dataset_spec,
-    validate_table,
 )
 from perpdesk.errors import CatalogError, PerpdeskError
 
@@ -100,33 +97,7 @@ NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 MAX_STREAMS_PER_CONNECTION = 200  # Binance USD-M limit per connection
 
-LIQUIDATION_SCHEMA = pa.schema(
-    [
-        ("ts_ns", pa.int64()),  # order trade time o.T (exchange clock)
-        ("side", pa.string()),  # o.S: SELL = a long was liquidated, BUY = a short
-        ("order_type", pa.string()),  # o.o (LIMIT)
-        ("time_in_force", pa.string()),  # o.f (IOC)
-        ("price", pa.float64()),  # o.p, order price
-        ("avg_price", pa.float64()),  # o.ap, average fill price
-        ("qty_base", pa.float64()),  # o.q, original quantity
-        ("last_filled_qty_base", pa.float64()),  # o.l
-        ("filled_qty_base", pa.float64()),  # o.z, accumulated filled quantity
-        ("status", pa.string()),  # o.X (FILLED …)
-        ("event_ts_ns", pa.int64()),  # event time E
-        ("ts_recv_ns", pa.int64()),
-    ]
-)
-"""Forced liquidations (``<sym>@forceOrder``). Not yet a catalog dataset: until
-``perpdesk.data.catalog`` knows ``liquidations``, :data:`LIQUIDATIONS_SPEC` is used here
-with the catalog's own validation and merge, in the same layout."""
-
-LIQUIDATIONS_SPEC = DatasetSpec(
-    "liquidations",
-    LIQUIDATION_SCHEMA,
-    tuple(n for n in LIQUIDATION_SCHEMA.names if n != "ts_recv_ns"),
-    "day",
-    "ts_ns",
-)
+LIQUIDATIONS_SPEC = dataset_spec("liquidations")
 
 
 # --- stream kinds --------------------------------------------------------------------------
@@ -191,42 +162,13 @@ DEFAULT_KINDS = ("aggTrade", "bookTicker", "forceOrder")
 
 
 def spec_for(dataset: str) -> DatasetSpec:
-    """The catalog's spec of ``dataset``; :data:`LIQUIDATIONS_SPEC` while the catalog has
-    no ``liquidations`` dataset."""
-    try:
-        return dataset_spec(dataset)
-    except CatalogError:
-        if dataset == "liquidations":
-            return LIQUIDATIONS_SPEC
-        raise
+    """The catalog's spec of ``dataset``."""
+    return dataset_spec(dataset)
 
 
 def write_partitioned(catalog: Catalog, venue: str, dataset: str, symbol: str, table: pa.Table):
-    """``catalog.write`` for datasets the catalog knows; for ``liquidations`` (not in the
-    catalog yet) the same validation, daily layout, merge and atomic replace."""
-    try:
-        dataset_spec(dataset)
-    except CatalogError:
-        spec = spec_for(dataset)
-    else:
-        return catalog.write(venue, dataset, symbol, table)
-    where = f"{venue}/{dataset}/{symbol} (input)"
-    table = validate_table(table, spec, where)
-    if table.num_rows == 0:
-        return []
-    ts = table.column("ts_ns").to_numpy()
-    day = ts // NS_PER_DAY
-    cuts = np.concatenate([[0], np.flatnonzero(np.diff(day)) + 1, [ts.size]])
-    written = []
-    for s, e in itertools.pairwise(cuts):
-        key = str(np.datetime64(int(day[s]), "D"))
-        part = table.slice(int(s), int(e - s))
-        path = catalog.root / venue / dataset / symbol / f"{key}.parquet"
-        if path.exists():
-            part = Catalog._merge(pq.read_table(path), part, spec, path)
-        atomic_write_parquet(part, path)
-        written.append(path)
-    return written
+    """Write ``table`` into the catalog's daily partitions (validated, merged, atomic)."""
+    return catalog.write(venue, dataset, symbol, table)
 
 
 # --- the frame scanner (numba) ---------------------------------------------------------------
