@@ -1,4 +1,5 @@
-"""A loopback fake of Binance's USDⓈ-M futures REST API, for offline tests of ccxt clients.
+"""A loopback fake of Binance's USDⓈ-M futures API (REST + websockets), for offline tests of
+ccxt clients.
 
 A real HTTP server (``aiohttp.web``) runs on 127.0.0.1 at a free port in a background
 thread with its own event loop (so websocket routes can be added later on the same app).
@@ -20,10 +21,40 @@ It serves:
   Unknown symbols get Binance's ``400 {"code": -1121, "msg": "Invalid symbol."}``.
   A ``limit`` above the maximum is clamped to it.
 
-Faults are queued per route and consumed one per request, first in first out
-(:meth:`FakeBinanceUSDM.inject`): a 429 or 418 with ``Retry-After``, a 5xx, a delay longer
-than the client's timeout, a truncated JSON body, or any Binance error code. Every request
-is logged (:attr:`FakeBinanceUSDM.requests`) with its path, query and the fault served.
+Private (signed) endpoints, as ccxt 4.5.90's ``binanceusdm`` calls them: ``POST/GET/DELETE
+/fapi/v1/order``, ``/fapi/v1/openOrders``, ``/fapi/v1/userTrades``, ``/fapi/v{2,3}/positionRisk``,
+``/fapi/v{2,3}/balance``, ``/fapi/v{2,3}/account`` (ccxt's ``fetch_balance``), ``/fapi/v1/income``,
+``/fapi/v1/leverage``, ``/fapi/v1/positionSide/dual``, ``/fapi/v1/listenKey`` (API key only) and
+``/fapi/v1/leverageBracket`` / ``/fapi/v1/fundingInfo``. Every signed request is checked
+like Binance does: ``X-MBX-APIKEY``, the HMAC-SHA256 ``signature`` (-1022) and
+``timestamp + recvWindow`` against the wall clock (-1021: a request held in the network
+too long is refused, never executed). Response shapes start from the recorded
+``http_futures_account_*`` files.
+
+A small matching engine backs them: :meth:`set_book` sets the best bid/ask; a market order or
+a crossing limit takes the top (a crossing limit up to the top's size, the rest rests; IOC
+and market remainders expire; ``partial_next[symbol] = qty`` caps the next immediate fill);
+:meth:`trade` prints a public trade that fills resting limits at/through its price in time
+priority; fills move the position (average entry), the wallet (realised PnL − fee; maker
+0.02 %, taker 0.05 %) and ``userTrades``; :meth:`settle_funding` books ``FUNDING_FEE`` income.
+Business refusals answer as Binance: -2019 margin, -4116 duplicate client id, -5022 post-only
+would take, -2013/-2011 unknown order.
+
+Websockets on the same port (ccxt.pro's ``/public/ws``, ``/market/ws``, ``/private/ws``):
+market connections answer ``SUBSCRIBE`` and get ``trade``, ``bookTicker``,
+``markPriceUpdate`` and ``forceOrder`` frames for their streams (:meth:`publish`); the
+user-data connection (``?listenKey=``) gets ``ORDER_TRADE_UPDATE`` messages in the recorded
+layout (``ws_messages/ws_futures_order_update_*``) for every NEW/TRADE/CANCELED/EXPIRED.
+User-stream faults: :meth:`drop_user_streams` (TCP cut, optionally refusing reconnects with
+503), ``user_ws_duplicate`` (every message twice), :meth:`hold_user_messages` (the next n sent
+newest first).
+
+Faults are queued per route (optionally per method) and consumed one per request, first in
+first out (:meth:`FakeBinanceUSDM.inject`): a 429 or 418 with ``Retry-After``, a 5xx, a delay
+longer than the client's timeout (before the request is handled), a lost response (handled at
+once, answered late), a truncated JSON body, or any Binance error code. Every request is
+logged (:attr:`FakeBinanceUSDM.requests`) with its method, path, parameters and the fault
+served.
 
 ``now_ms`` is the server's clock (Binance's "now" for the OI lookback and for the klines
 still open); tests pin it so the served data does not depend on the wall clock.
@@ -39,13 +70,20 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import hmac
+import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 from aiohttp import web
@@ -54,6 +92,7 @@ from tests.realdata import SHARED_DATA, shared_file
 
 RESPONSES_REL = "exchange-responses/binance-nautilus/http_responses"
 RESPONSES_DIR = SHARED_DATA / RESPONSES_REL
+WS_REL = "exchange-responses/binance-nautilus/ws_messages"
 
 MS_PER_MIN = 60_000
 DAY_MS = 86_400_000
@@ -77,7 +116,7 @@ def recorded(name: str) -> Any:
 class Fault:
     """One injected failure. Build with the class methods."""
 
-    kind: str  # "status", "delay", "truncated"
+    kind: str  # "status", "delay", "lost_response", "truncated"
     status: int = 200
     body: str = ""
     headers: tuple[tuple[str, str], ...] = ()
@@ -104,6 +143,12 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """Answer normally but only after ``seconds`` (longer than the client timeout)."""
         return cls("delay", delay_s=seconds)
+
+    @classmethod
+    def lost_response(cls, seconds: float) -> Fault:
+        """Execute the request at once, then hold the answer ``seconds`` (longer than the
+        client timeout): the order exists although the client saw a timeout."""
+        return cls("lost_response", delay_s=seconds)
 
     @classmethod
     def truncated(cls) -> Fault:
@@ -167,7 +212,15 @@ def _window(
 class FakeBinanceUSDM:
     """The fake server. ``start()``/``stop()`` or use it as a context manager."""
 
-    def __init__(self, now_ms: int, *, exchange_info: dict | None = None) -> None:
+    def __init__(
+        self,
+        now_ms: int,
+        *,
+        exchange_info: dict | None = None,
+        api_key: str = "fake-api-key",
+        api_secret: str = "fake-api-secret",
+        wallet_usdt: str = "10000",
+    ) -> None:
         self.now_ms = now_ms
         self.exchange_info = (
             exchange_info if exchange_info is not None else recorded("exchange_info")
@@ -193,6 +246,7 @@ class FakeBinanceUSDM:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._init_private(api_key, api_secret, wallet_usdt)
 
     # -- lifecycle --------------------------------------------------------------------
     @property
@@ -201,6 +255,12 @@ class FakeBinanceUSDM:
         if self.port is None:
             raise RuntimeError("fake exchange not started")
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>/ws`` — ccxt.pro's ``urls['api']['ws']['linear']``; it
+        derives ``/public/ws``, ``/market/ws`` and ``/private/ws?listenKey=`` from it."""
+        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> FakeBinanceUSDM:
         """Bind a free port on 127.0.0.1 and serve in a background thread."""
@@ -247,10 +307,12 @@ class FakeBinanceUSDM:
         self.stop()
 
     # -- configuration ----------------------------------------------------------------
-    def inject(self, path: str, *faults: Fault) -> None:
-        """Queue ``faults`` on ``path``: the next requests to it get them, in order."""
+    def inject(self, path: str, *faults: Fault, method: str | None = None) -> None:
+        """Queue ``faults`` on ``path`` (only on requests with ``method`` when given, e.g.
+        ``POST`` of ``/fapi/v1/order``): the next requests to it get them, in order."""
+        key = path if method is None else f"{method} {path}"
         with self._lock:
-            self._faults.setdefault(path, deque()).extend(faults)
+            self._faults.setdefault(key, deque()).extend(faults)
 
     def add_route(self, path: str, handler: Handler) -> None:
         """Serve ``path`` with ``handler`` (replaces an existing route)."""
@@ -369,15 +431,702 @@ class FakeBinanceUSDM:
         window = _window(ts, q, 30, 500, end_anchored=True, now_ms=self.now_ms)
         return 200, series.rows[:visible][window]
 
+    # -- private API: signed endpoints and a small matching engine ----------------------
+    def _init_private(self, api_key: str, api_secret: str, wallet_usdt: str) -> None:
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.wallet_usdt = Decimal(wallet_usdt)
+        self.leverage: dict[str, int] = {}
+        self.dual_side = False
+        self.maker_rate = Decimal("0.0002")
+        self.taker_rate = Decimal("0.0005")
+        self.books: dict[str, dict[str, Decimal]] = {}
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.user_trades: list[dict[str, Any]] = []
+        self.income: list[dict[str, Any]] = []
+        self.positions: dict[str, list[Decimal]] = {}  # symbol -> [qty signed, entry price]
+        self.funding_info: list[dict[str, Any]] = []
+        self.partial_next: dict[str, Decimal] = {}
+        self.listen_keys: set[str] = set()
+        self._ids = itertools.count(8_000_000_001)
+        self._trade_ids = itertools.count(500_000_001)
+        self._order_tpl = recorded_account("orders")[0]
+        self._position_tpl = recorded_account("positions_one_way")[0]
+        self._otu_tpl = recorded_ws("ws_futures_order_update_trade_reduce_only_qty")["data"]
+        # websocket state (server loop only)
+        self._market_conns: list[_WsConn] = []
+        self._user_conns: list[_WsConn] = []
+        self._send_lock: asyncio.Lock | None = None
+        self.user_ws_refused = False
+        self.user_ws_duplicate = False
+        self._held: list[str] | None = None
+        self._hold_n = 0
+        self.user_ws_connections = 0
+        self.user_messages_sent: list[dict[str, Any]] = []
+        self.private_routes: dict[tuple[str, str], Callable[[dict[str, str]], tuple[int, Any]]] = {
+            ("POST", "/fapi/v1/order"): self._new_order,
+            ("GET", "/fapi/v1/order"): self._get_order,
+            ("DELETE", "/fapi/v1/order"): self._cancel_order,
+            ("GET", "/fapi/v1/openOrders"): self._open_orders,
+            ("GET", "/fapi/v1/userTrades"): self._user_trades,
+            ("GET", "/fapi/v2/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v3/positionRisk"): self._position_risk,
+            ("GET", "/fapi/v2/balance"): self._balance,
+            ("GET", "/fapi/v3/balance"): self._balance,
+            ("GET", "/fapi/v2/account"): self._account,
+            ("GET", "/fapi/v3/account"): self._account,
+            ("GET", "/fapi/v1/income"): self._income,
+            ("POST", "/fapi/v1/leverage"): self._set_leverage,
+            ("GET", "/fapi/v1/positionSide/dual"): lambda q: (
+                200,
+                {**recorded_account("position_side_dual"), "dualSidePosition": self.dual_side},
+            ),
+            ("POST", "/fapi/v1/positionSide/dual"): self._set_dual,
+            ("POST", "/fapi/v1/listenKey"): self._new_listen_key,
+            ("PUT", "/fapi/v1/listenKey"): lambda q: (200, {}),
+            ("DELETE", "/fapi/v1/listenKey"): lambda q: (200, {}),
+        }
+        self.routes["/fapi/v1/fundingInfo"] = lambda q: (200, self.funding_info)
+        # signed on Binance; served unchecked so tests may replace it with set_json
+        self.routes["/fapi/v1/leverageBracket"] = self._leverage_bracket
+
+    def _check_auth(self, request: web.Request, signed: str) -> tuple[int, Any] | None:
+        """Binance HMAC-SHA256 signing: ``signature`` = hex HMAC of the query/body before it,
+        ``X-MBX-APIKEY`` header; ``timestamp + recvWindow`` must not be in the past (-1021)."""
+        if request.headers.get("X-MBX-APIKEY") != self.api_key:
+            return 401, {"code": -2015, "msg": "Invalid API-key, IP, or permissions for action."}
+        if request.path.endswith("/listenKey"):  # USER_STREAM security: API key only
+            return None
+        payload, sep, sig = signed.rpartition("&signature=")
+        want = hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not sep or not hmac.compare_digest(sig, want):
+            return 400, {"code": -1022, "msg": "Signature for this request is not valid."}
+        params = dict(parse_qsl(payload))
+        ts = int(params.get("timestamp", "0"))
+        window = int(params.get("recvWindow", "5000"))
+        if ts + window < int(time.time() * 1000):
+            return 400, {
+                "code": -1021,
+                "msg": "Timestamp for this request is outside of the recvWindow.",
+            }
+        return None
+
+    # market state (test thread) ---------------------------------------------------------
+    def set_book(
+        self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str, *, publish: bool = True
+    ) -> None:
+        """Best bid/ask of ``symbol`` (Binance string numbers); publishes a bookTicker."""
+        with self._lock:
+            self.books[symbol] = {
+                "bid": Decimal(bid),
+                "bid_qty": Decimal(bid_qty),
+                "ask": Decimal(ask),
+                "ask_qty": Decimal(ask_qty),
+            }
+        if publish:
+            now = int(time.time() * 1000)
+            self.publish(
+                f"{symbol.lower()}@bookTicker",
+                {
+                    "e": "bookTicker",
+                    "u": next(self._trade_ids),
+                    "E": now,
+                    "T": now,
+                    "s": symbol,
+                    "b": bid,
+                    "B": bid_qty,
+                    "a": ask,
+                    "A": ask_qty,
+                },
+            )
+
+    def set_mark(self, symbol: str, mark: str, index: str, rate: str, next_funding_ms: int) -> None:
+        """Publish a ``markPriceUpdate`` of ``symbol``."""
+        now = int(time.time() * 1000)
+        self.publish(
+            f"{symbol.lower()}@markPrice",
+            {
+                "e": "markPriceUpdate",
+                "E": now,
+                "s": symbol,
+                "p": mark,
+                "P": mark,
+                "i": index,
+                "r": rate,
+                "T": next_funding_ms,
+            },
+        )
+
+    def liquidation(self, symbol: str, side: str, price: str, qty: str) -> None:
+        """Publish a ``forceOrder`` (a public liquidation order) of ``symbol``."""
+        now = int(time.time() * 1000)
+        self.publish(
+            f"{symbol.lower()}@forceOrder",
+            {
+                "e": "forceOrder",
+                "E": now,
+                "o": {
+                    "s": symbol,
+                    "S": side,
+                    "o": "LIMIT",
+                    "f": "IOC",
+                    "q": qty,
+                    "p": price,
+                    "ap": price,
+                    "X": "FILLED",
+                    "l": qty,
+                    "z": qty,
+                    "T": now,
+                },
+            },
+        )
+
+    def trade(self, symbol: str, price: str, qty: str, buyer_is_maker: bool) -> None:
+        """A public trade prints: resting limit orders at/through ``price`` fill (time
+        priority, the trade's size shared), then the trade is published."""
+        px, avail = Decimal(price), Decimal(qty)
+        with self._lock:
+            for o in sorted(self.orders.values(), key=lambda o: o["orderId"]):
+                if o["symbol"] != symbol or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+                    continue
+                if avail <= 0:
+                    break
+                limit = Decimal(o["price"])
+                if o["side"] == "BUY":
+                    hit = px < limit or (px == limit and buyer_is_maker)
+                else:
+                    hit = px > limit or (px == limit and not buyer_is_maker)
+                if hit:
+                    q = min(avail, Decimal(o["origQty"]) - Decimal(o["executedQty"]))
+                    avail -= q
+                    self._execute(o, q, limit, maker=True)
+        now = int(time.time() * 1000)
+        self.publish(
+            f"{symbol.lower()}@trade",
+            {
+                "e": "trade",
+                "E": now,
+                "T": now,
+                "s": symbol,
+                "t": next(self._trade_ids),
+                "p": price,
+                "q": qty,
+                "X": "MARKET",
+                "m": buyer_is_maker,
+            },
+        )
+
+    def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> Decimal:
+        """Book funding on the position of ``symbol``: ``−qty × mark × rate`` rounded
+        half-even to 1e-8 USDT (Binance USD-M), as a ``FUNDING_FEE`` income row."""
+        with self._lock:
+            qty = self.positions.get(symbol, [Decimal(0), Decimal(0)])[0]
+            pay = (-qty * Decimal(mark) * Decimal(rate)).quantize(
+                Decimal("1e-8"), rounding=ROUND_HALF_EVEN
+            )
+            self.wallet_usdt += pay
+            self.income.append(
+                {
+                    "symbol": symbol,
+                    "incomeType": "FUNDING_FEE",
+                    "income": f"{pay:f}",
+                    "asset": "USDT",
+                    "info": "FUNDING_FEE",
+                    "time": ts_ms,
+                    "tranId": next(self._ids),
+                    "tradeId": "",
+                }
+            )
+            return pay
+
+    def orders_with_client_id(self, client_order_id: str) -> list[dict[str, Any]]:
+        """Every order the fake holds (any status) with ``client_order_id``."""
+        with self._lock:
+            return [dict(o) for o in self.orders.values() if o["clientOrderId"] == client_order_id]
+
+    # matching (caller holds self._lock) ----------------------------------------------------
+    def _execute(self, o: dict[str, Any], qty: Decimal, price: Decimal, *, maker: bool) -> None:
+        sym, side = o["symbol"], o["side"]
+        sign = 1 if side == "BUY" else -1
+        notional = qty * price
+        fee = (notional * (self.maker_rate if maker else self.taker_rate)).quantize(
+            Decimal("1e-8"), rounding=ROUND_HALF_EVEN
+        )
+        pos = self.positions.setdefault(sym, [Decimal(0), Decimal(0)])
+        cur, entry = pos
+        realised = Decimal(0)
+        d = sign * qty
+        if cur == 0 or (cur > 0) == (d > 0):
+            pos[1] = (abs(cur) * entry + qty * price) / (abs(cur) + qty)
+            pos[0] = cur + d
+        else:
+            closed = min(abs(cur), qty)
+            realised = closed * (price - entry) * (1 if cur > 0 else -1)
+            pos[0] = cur + d
+            if pos[0] == 0:
+                pos[1] = Decimal(0)
+            elif (pos[0] > 0) != (cur > 0):
+                pos[1] = price
+        self.wallet_usdt += realised - fee
+        done = Decimal(o["executedQty"]) + qty
+        cum_quote = Decimal(o["cumQuote"]) + notional
+        o["executedQty"] = f"{done:f}"
+        o["cumQuote"] = f"{cum_quote:f}"
+        o["avgPrice"] = f"{cum_quote / done:f}"
+        o["status"] = "FILLED" if done >= Decimal(o["origQty"]) else "PARTIALLY_FILLED"
+        now = int(time.time() * 1000)
+        o["updateTime"] = now
+        tid = next(self._trade_ids)
+        self.user_trades.append(
+            {
+                "symbol": sym,
+                "id": tid,
+                "orderId": o["orderId"],
+                "side": side,
+                "price": f"{price:f}",
+                "qty": f"{qty:f}",
+                "realizedPnl": f"{realised:f}",
+                "marginAsset": "USDT",
+                "quoteQty": f"{notional:f}",
+                "commission": f"{fee:f}",
+                "commissionAsset": "USDT",
+                "time": now,
+                "positionSide": o["positionSide"],
+                "buyer": side == "BUY",
+                "maker": maker,
+            }
+        )
+        self._user_update(
+            o, "TRADE", last_qty=qty, last_px=price, fee=fee, trade_id=tid, maker=maker
+        )
+
+    def _user_update(
+        self,
+        o: dict[str, Any],
+        exec_type: str,
+        *,
+        last_qty: Decimal = Decimal(0),
+        last_px: Decimal = Decimal(0),
+        fee: Decimal | None = None,
+        trade_id: int = 0,
+        maker: bool = False,
+    ) -> None:
+        """An ``ORDER_TRADE_UPDATE`` for ``o`` on the user-data stream (recorded layout)."""
+        now = int(time.time() * 1000)
+        body = {
+            **self._otu_tpl["o"],
+            "s": o["symbol"],
+            "c": o["clientOrderId"],
+            "S": o["side"],
+            "o": o["type"],
+            "f": o["timeInForce"],
+            "q": o["origQty"],
+            "p": o["price"],
+            "ap": o["avgPrice"],
+            "x": exec_type,
+            "X": o["status"],
+            "i": o["orderId"],
+            "l": f"{last_qty:f}",
+            "z": o["executedQty"],
+            "L": f"{last_px:f}",
+            "N": None if fee is None else "USDT",
+            "n": None if fee is None else f"{fee:f}",
+            "T": now,
+            "t": trade_id,
+            "m": maker,
+            "R": o["reduceOnly"],
+            "ot": o["origType"],
+            "ps": o["positionSide"],
+            "rp": "0",
+        }
+        self.push_user({**self._otu_tpl, "E": now, "T": now, "o": body})
+
+    def _order_out(self, o: dict[str, Any]) -> dict[str, Any]:
+        return {**o, "cumQty": o["executedQty"]}
+
+    def _new_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol", "")
+        if sym not in self._symbols():
+            return 400, INVALID_SYMBOL
+        cid = q.get("newClientOrderId") or f"fake-{next(self._ids)}"
+        if any(o["clientOrderId"] == cid for o in self.orders.values()):
+            return 400, {"code": -4116, "msg": "ClientOrderId is duplicated."}
+        otype, side = q.get("type", ""), q.get("side", "")
+        if otype not in ("LIMIT", "MARKET") or side not in ("BUY", "SELL"):
+            return 400, {"code": -1116, "msg": "Invalid orderType."}
+        qty = Decimal(q.get("quantity", "0"))
+        if qty <= 0:
+            return 400, {"code": -4003, "msg": "Quantity less than or equal to zero."}
+        book = self.books.get(sym)
+        if book is None:
+            return 400, {"code": -4131, "msg": "The counterparty's best price does not meet."}
+        tif = q.get("timeInForce", "GTC") if otype == "LIMIT" else "GTC"
+        price = Decimal(q.get("price", "0")) if otype == "LIMIT" else Decimal(0)
+        ref_px = price if otype == "LIMIT" else (book["ask"] if side == "BUY" else book["bid"])
+        lev = Decimal(self.leverage.get(sym, 20))
+        if q.get("reduceOnly", "false") != "true" and qty * ref_px / lev > self.wallet_usdt:
+            return 400, {"code": -2019, "msg": "Margin is insufficient."}
+        now = int(time.time() * 1000)
+        o = {
+            **self._order_tpl,
+            "avgPrice": "0",
+            "clientOrderId": cid,
+            "cumQuote": "0",
+            "executedQty": "0",
+            "orderId": next(self._ids),
+            "origQty": f"{qty:f}",
+            "origType": otype,
+            "price": f"{price:f}",
+            "reduceOnly": q.get("reduceOnly", "false") == "true",
+            "side": side,
+            "positionSide": q.get("positionSide", "BOTH"),
+            "status": "NEW",
+            "stopPrice": "0",
+            "symbol": sym,
+            "time": now,
+            "timeInForce": tif,
+            "type": otype,
+            "updateTime": now,
+        }
+        for k in ("activatePrice", "priceRate"):
+            o.pop(k, None)
+        top_px, top_qty = (
+            (book["ask"], book["ask_qty"]) if side == "BUY" else (book["bid"], book["bid_qty"])
+        )
+        crosses = otype == "MARKET" or (top_px <= price if side == "BUY" else top_px >= price)
+        if crosses and tif == "GTX":
+            return 400, {
+                "code": -5022,
+                "msg": "Due to the order could not be executed as maker, the Post Only order "
+                "will be rejected.",
+            }
+        self.orders[o["orderId"]] = o
+        self._user_update(o, "NEW")
+        if crosses:
+            take = qty if otype == "MARKET" else min(qty, top_qty)
+            cap = self.partial_next.pop(sym, None)
+            if cap is not None:
+                take = min(take, cap)
+            self._execute(o, take, top_px, maker=False)
+            if o["status"] != "FILLED" and (otype == "MARKET" or tif == "IOC"):
+                o["status"] = "EXPIRED"
+                self._user_update(o, "EXPIRED")
+        elif tif == "IOC":
+            o["status"] = "EXPIRED"
+            self._user_update(o, "EXPIRED")
+        return 200, self._order_out(o)
+
+    def _find(self, q: dict[str, str]) -> dict[str, Any] | None:
+        sym = q.get("symbol")
+        for o in self.orders.values():
+            if o["symbol"] != sym:
+                continue
+            if "orderId" in q and str(o["orderId"]) == q["orderId"]:
+                return o
+            if "origClientOrderId" in q and o["clientOrderId"] == q["origClientOrderId"]:
+                return o
+        return None
+
+    def _get_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        o = self._find(q)
+        if o is None:
+            return 400, {"code": -2013, "msg": "Order does not exist."}
+        return 200, self._order_out(o)
+
+    def _cancel_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        o = self._find(q)
+        if o is None or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            return 400, {"code": -2011, "msg": "Unknown order sent."}
+        o["status"] = "CANCELED"
+        o["updateTime"] = int(time.time() * 1000)
+        self._user_update(o, "CANCELED")
+        return 200, self._order_out(o)
+
+    def _open_orders(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol")
+        return 200, [
+            self._order_out(o)
+            for o in self.orders.values()
+            if o["status"] in ("NEW", "PARTIALLY_FILLED") and (sym is None or o["symbol"] == sym)
+        ]
+
+    def _user_trades(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol")
+        if sym is None:
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent."}
+        rows = [t for t in self.user_trades if t["symbol"] == sym]
+        if "startTime" in q:
+            rows = [t for t in rows if t["time"] >= int(q["startTime"])]
+        if "fromId" in q:
+            rows = [t for t in rows if t["id"] >= int(q["fromId"])]
+        return 200, rows[: min(int(q.get("limit", 500)), 1000)]
+
+    def _mark_of(self, sym: str) -> Decimal:
+        b = self.books.get(sym)
+        return (b["bid"] + b["ask"]) / 2 if b else Decimal(0)
+
+    def _position_risk(self, q: dict[str, str]) -> tuple[int, Any]:
+        out = []
+        for sym, (qty, entry) in self.positions.items():
+            if q.get("symbol") not in (None, sym):
+                continue
+            mark = self._mark_of(sym)
+            out.append(
+                {
+                    **self._position_tpl,
+                    "symbol": sym,
+                    "positionSide": "BOTH",
+                    "positionAmt": f"{qty:f}",
+                    "entryPrice": f"{entry:f}",
+                    "breakEvenPrice": f"{entry:f}",
+                    "markPrice": f"{mark:f}",
+                    "unRealizedProfit": f"{qty * (mark - entry):f}",
+                    "notional": f"{qty * mark:f}",
+                    "marginType": "cross",
+                    "isolatedMargin": "0",
+                    "leverage": str(self.leverage.get(sym, 20)),
+                    "marginAsset": "USDT",
+                    "updateTime": int(time.time() * 1000),
+                }
+            )
+        return 200, out
+
+    def _upnl(self) -> Decimal:
+        return sum(
+            (qty * (self._mark_of(s) - e) for s, (qty, e) in self.positions.items()), Decimal(0)
+        )
+
+    def _balance(self, q: dict[str, str]) -> tuple[int, Any]:
+        w = self.wallet_usdt
+        return 200, [
+            {
+                "accountAlias": "fake",
+                "asset": "USDT",
+                "balance": f"{w:f}",
+                "crossWalletBalance": f"{w:f}",
+                "crossUnPnl": f"{self._upnl():f}",
+                "availableBalance": f"{w:f}",
+                "maxWithdrawAmount": f"{w:f}",
+                "marginAvailable": True,
+                "updateTime": int(time.time() * 1000),
+            }
+        ]
+
+    def _account(self, q: dict[str, str]) -> tuple[int, Any]:
+        w, u = self.wallet_usdt, self._upnl()
+        asset = {
+            "asset": "USDT",
+            "walletBalance": f"{w:f}",
+            "unrealizedProfit": f"{u:f}",
+            "marginBalance": f"{w + u:f}",
+            "maintMargin": "0",
+            "initialMargin": "0",
+            "positionInitialMargin": "0",
+            "openOrderInitialMargin": "0",
+            "crossWalletBalance": f"{w:f}",
+            "crossUnPnl": f"{u:f}",
+            "availableBalance": f"{w:f}",
+            "maxWithdrawAmount": f"{w:f}",
+            "updateTime": int(time.time() * 1000),
+        }
+        return 200, {
+            "totalInitialMargin": "0",
+            "totalMaintMargin": "0",
+            "totalWalletBalance": f"{w:f}",
+            "totalUnrealizedProfit": f"{u:f}",
+            "totalMarginBalance": f"{w + u:f}",
+            "totalPositionInitialMargin": "0",
+            "totalOpenOrderInitialMargin": "0",
+            "totalCrossWalletBalance": f"{w:f}",
+            "totalCrossUnPnl": f"{u:f}",
+            "availableBalance": f"{w:f}",
+            "maxWithdrawAmount": f"{w:f}",
+            "assets": [asset],
+            "positions": [],
+        }
+
+    def _income(self, q: dict[str, str]) -> tuple[int, Any]:
+        rows = [r for r in self.income if q.get("symbol") in (None, r["symbol"])]
+        if "incomeType" in q:
+            rows = [r for r in rows if r["incomeType"] == q["incomeType"]]
+        if "startTime" in q:
+            rows = [r for r in rows if r["time"] >= int(q["startTime"])]
+        return 200, rows[: min(int(q.get("limit", 100)), 1000)]
+
+    def _leverage_bracket(self, q: dict[str, str]) -> tuple[int, Any]:
+        bracket = {
+            "bracket": 1,
+            "initialLeverage": 125,
+            "notionalCap": 50000,
+            "notionalFloor": 0,
+            "maintMarginRatio": 0.004,
+            "cum": 0.0,
+        }
+        return 200, [{"symbol": s, "brackets": [bracket]} for s in sorted(self._symbols())]
+
+    def _set_leverage(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym, lev = q.get("symbol", ""), int(q.get("leverage", "0"))
+        if sym not in self._symbols():
+            return 400, INVALID_SYMBOL
+        if not 1 <= lev <= 125:
+            return 400, {"code": -4028, "msg": f"Leverage {lev} is not valid"}
+        self.leverage[sym] = lev
+        return 200, {"leverage": lev, "maxNotionalValue": "50000", "symbol": sym}
+
+    def _set_dual(self, q: dict[str, str]) -> tuple[int, Any]:
+        self.dual_side = q.get("dualSidePosition") == "true"
+        return 200, {"code": 200, "msg": "success"}
+
+    def _new_listen_key(self, q: dict[str, str]) -> tuple[int, Any]:
+        key = f"fakeListenKey{next(self._ids)}"
+        self.listen_keys.add(key)
+        return 200, {"listenKey": key}
+
+    # -- websockets --------------------------------------------------------------------
+    def publish(self, stream: str, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to every market connection subscribed to ``stream``."""
+        text = json.dumps(payload)
+        if self._loop is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._send(self._market_conns, text, stream), self._loop)
+
+    def push_user(self, payload: dict[str, Any]) -> None:
+        """Send ``payload`` on the user-data stream, applying the user-stream faults:
+        ``user_ws_duplicate`` sends each message twice; :meth:`hold_user_messages` holds the
+        next ``n`` and sends them in reverse order."""
+        self.user_messages_sent.append(payload)
+        texts = [json.dumps(payload)]
+        if self.user_ws_duplicate:
+            texts = texts * 2
+        if self._held is not None:
+            self._held.extend(texts)
+            if len(self._held) >= self._hold_n:
+                texts, self._held = list(reversed(self._held)), None
+            else:
+                return
+        if self._loop is None:
+            return
+        for t in texts:
+            asyncio.run_coroutine_threadsafe(self._send(self._user_conns, t, None), self._loop)
+
+    def hold_user_messages(self, n: int) -> None:
+        """Hold the next ``n`` user-data messages and then send them newest first."""
+        self._held, self._hold_n = [], n
+
+    def drop_user_streams(self, *, refuse: bool = True) -> None:
+        """Cut every user-data websocket (TCP close, no close frame) and, with ``refuse``,
+        answer new user-data connections with 503 until :meth:`allow_user_streams`."""
+        self.user_ws_refused = refuse
+        if self._loop is None:
+            return
+
+        async def cut() -> None:
+            for c in list(self._user_conns):
+                c.transport_close()
+            self._user_conns.clear()
+
+        asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def drop_market_streams(self) -> int:
+        """Cut every market-data websocket (TCP close, no close frame); returns how many."""
+        if self._loop is None:
+            return 0
+
+        async def cut() -> int:
+            conns = list(self._market_conns)
+            for c in conns:
+                c.transport_close()
+            self._market_conns.clear()
+            return len(conns)
+
+        return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def allow_user_streams(self) -> None:
+        """Accept user-data connections again."""
+        self.user_ws_refused = False
+
+    def wait_user_connections(self, n: int, timeout_s: float = 5.0) -> bool:
+        """Block until ``n`` user-data connections have been accepted in total."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if self.user_ws_connections >= n and self._user_conns:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def wait_subscribed(self, stream: str, timeout_s: float = 5.0) -> bool:
+        """Block until a market connection subscribed to ``stream``."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            if any(c.wants(stream) for c in list(self._market_conns)):
+                return True
+            time.sleep(0.01)
+        return False
+
+    async def _send(self, conns: list[_WsConn], text: str, stream: str | None) -> None:
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        async with self._send_lock:
+            for c in list(conns):
+                if stream is None or c.wants(stream):
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await c.ws.send_str(text)
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        private = path.startswith("/private")
+        if private:
+            key = request.query.get("listenKey", path.rsplit("/", 1)[-1])
+            with self._lock:
+                self.requests.append(LoggedRequest("WS", path, {}, None))
+            if self.user_ws_refused or key not in self.listen_keys:
+                return web.Response(status=503, text="user data stream unavailable")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        conn = _WsConn(ws, request)
+        tail = path.split("/ws", 1)[-1].strip("/")
+        if tail and not private:
+            conn.streams.update(tail.split("/"))
+        if private:
+            self._user_conns.append(conn)
+            self.user_ws_connections += 1
+        else:
+            self._market_conns.append(conn)
+        try:
+            async for msg in ws:
+                if msg.type != web.WSMsgType.TEXT:
+                    continue
+                try:
+                    m = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if m.get("method") == "SUBSCRIBE":
+                    conn.streams.update(m.get("params", []))
+                    await ws.send_str(json.dumps({"result": None, "id": m.get("id")}))
+                elif m.get("method") == "UNSUBSCRIBE":
+                    conn.streams.difference_update(m.get("params", []))
+                    await ws.send_str(json.dumps({"result": None, "id": m.get("id")}))
+        finally:
+            for lst in (self._user_conns, self._market_conns):
+                if conn in lst:
+                    lst.remove(conn)
+        return ws
+
     # -- dispatch ---------------------------------------------------------------------
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._ws(request)
         path = request.path
         query = dict(request.query)
+        body = ""
+        if request.method in ("POST", "PUT", "DELETE") and request.can_read_body:
+            body = await request.text()
+        params = {**query, **dict(parse_qsl(body))}
         with self._lock:
-            queue = self._faults.get(path)
+            queue = self._faults.get(f"{request.method} {path}") or self._faults.get(path)
             fault = queue.popleft() if queue else None
             self.requests.append(
-                LoggedRequest(request.method, path, query, None if fault is None else fault.kind)
+                LoggedRequest(request.method, path, params, None if fault is None else fault.kind)
             )
         if fault is not None and fault.kind == "status":
             return web.Response(
@@ -388,16 +1137,59 @@ class FakeBinanceUSDM:
             )
         if fault is not None and fault.kind == "delay":
             await asyncio.sleep(fault.delay_s)
-        handler = self.routes.get(path)
-        if handler is None:
-            return web.json_response(
-                {"code": -5000, "msg": f"Path {path}, Method GET is invalid"}, status=404
-            )
-        status, payload = handler(query)
-        body = json.dumps(payload)
+        private = self.private_routes.get((request.method, path))
+        if private is not None:
+            signed = request.query_string if request.method in ("GET", "DELETE") else body
+            refused = self._check_auth(request, signed)
+            if refused is not None:
+                status, payload = refused
+            else:
+                with self._lock:
+                    status, payload = private(params)
+        else:
+            handler = self.routes.get(path)
+            if handler is None:
+                return web.json_response(
+                    {"code": -5000, "msg": f"Path {path}, Method {request.method} is invalid"},
+                    status=404,
+                )
+            status, payload = handler(query)
+        body_out = json.dumps(payload)
+        if fault is not None and fault.kind == "lost_response":
+            await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.kind == "truncated":
-            body = body[: max(1, len(body) // 2)]
-        return web.Response(status=status, text=body, content_type="application/json")
+            body_out = body_out[: max(1, len(body_out) // 2)]
+        return web.Response(status=status, text=body_out, content_type="application/json")
+
+
+class _WsConn:
+    """One websocket client of the fake: its subscribed stream names."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+        self.ws = ws
+        self.request = request
+        self.streams: set[str] = set()
+
+    def wants(self, stream: str) -> bool:
+        """True when subscribed to ``stream`` (``btcusdt@markPrice`` also matches
+        ``btcusdt@markPrice@1s``)."""
+        return any(s == stream or s.startswith(stream + "@") for s in self.streams)
+
+    def transport_close(self) -> None:
+        """Close the TCP connection without a close frame (the client sees 1006)."""
+        tr = self.request.transport
+        if tr is not None:
+            tr.close()
+
+
+def recorded_account(name: str) -> Any:
+    """A recorded Binance account response (``http_futures_account_<name>.json``)."""
+    return json.loads(shared_file(f"{RESPONSES_REL}/http_futures_account_{name}.json").read_text())
+
+
+def recorded_ws(name: str) -> Any:
+    """A recorded Binance websocket message (``ws_messages/<name>.json``)."""
+    return json.loads(shared_file(f"{WS_REL}/{name}.json").read_text())
 
 
 def binance_kline_rows(
