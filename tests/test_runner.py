@@ -1,0 +1,654 @@
+"""The runner's fault behaviour on the paper venue (no live venue needed): cycle timeouts,
+a failing second leg, safeguard rejects, the VPIN gate, funding per settlement, restart
+reconciliation with deterministic ids; the watchdog; the run/audit commands.
+
+Market: a hand-made flat book — perp bid 24,999.9 / ask 25,000.0, spot bid 25,000.00 /
+ask 25,000.01, 10 BTC at each top — and trades at 25,000 of 0.1 BTC (2,500 USD) on the perp.
+With the default config (bankroll 100,000 USD, carry allocation 50 %, 10 slots, perp
+leverage 3) a slot is C = 5,000 USD and each leg X = C·3/4 = 3,750 USD, i.e.
+3,750 / 25,000 = 0.15 BTC. Fees: Binance VIP0, perp taker 0.05 %, spot taker 0.10 %.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sqlite3
+import sys
+import time
+from collections.abc import Iterable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from perpdesk.app.cli_run import live_allowed, run_app
+from perpdesk.config import load_settings
+from perpdesk.domain import BookTop, FundingSettlement, Order, Trade
+from perpdesk.errors import PerpdeskError
+from perpdesk.execution.protocol import OrderState
+from perpdesk.live.runner import (
+    CarrySignal,
+    DurablePaperVenue,
+    PairSpec,
+    Runner,
+    RunnerConfig,
+    client_order_id,
+    paper_instruments,
+)
+from perpdesk.live.watchdog import Watchdog
+from perpdesk.risk.safeguards import Limits
+from perpdesk.store import Ledger, init_db
+from perpdesk.strategies.carry import CarryRules
+
+D = Decimal
+PAIRS = (PairSpec("BTCUSDT", "BTCUSDT.SPOT"),)
+T0 = 1_700_000_000_000_000_000
+MS = 1_000_000
+
+
+class Signals:
+    """A fixed annualised funding per cycle (list index = cycle; last value repeats)."""
+
+    def __init__(self, ann_pct: list[float]) -> None:
+        self.ann_pct = ann_pct
+
+    async def signals(self, cycle: int) -> dict[str, CarrySignal]:
+        return {"BTCUSDT": CarrySignal(self.ann_pct[min(cycle, len(self.ann_pct) - 1)], 1e9)}
+
+
+def market(n_trades: int, t0: int = T0, toxic: bool = False) -> list[Any]:
+    """Book tops, then ``n_trades`` perp trades of 0.1 at 25,000 (aggressor alternating, or
+    always the buyer when ``toxic``) and a spot trade at 25,000."""
+    ev: list[Any] = [
+        BookTop("paper", "BTCUSDT", t0, 24999.9, 10.0, 25000.0, 10.0),
+        BookTop("paper", "BTCUSDT.SPOT", t0, 25000.0, 10.0, 25000.01, 10.0),
+        Trade("paper", "BTCUSDT.SPOT", t0, 25000.0, 0.01, False),
+    ]
+    for i in range(n_trades):
+        maker = False if toxic else bool(i % 2)
+        ev.append(Trade("paper", "BTCUSDT", t0 + (i + 1) * MS, 25000.0, 0.1, maker))
+    return ev
+
+
+def cfg(d: Path, **kw: Any) -> RunnerConfig:
+    base: dict[str, Any] = dict(
+        mode="paper",
+        run_id="t",
+        pairs=PAIRS,
+        cycle_s=0.01,
+        cycle_timeout_s=5.0,
+        leg_fill_timeout_s=1.0,
+        unwind_timeout_s=2.0,
+        poll_s=0.005,
+        vpin_bucket_usd=10_000.0,
+        vpin_n_buckets=5,
+        snapshot_path=d / "state.json",
+    )
+    base.update(kw)
+    return RunnerConfig(**base)
+
+
+class Setup:
+    def __init__(self, d: Path, cash: str = "100000", leverage: dict[str, int] | None = None):
+        self.d = d
+        self.url = f"sqlite:///{d / 'ledger.sqlite'}"
+        if not (d / "ledger.sqlite").exists():
+            init_db(self.url)
+        self.cash = cash
+        self.leverage = leverage
+
+    async def venue(self, events: Iterable[Any] = ()) -> DurablePaperVenue:
+        v = DurablePaperVenue(
+            self.d / "paper.sqlite",
+            paper_instruments("paper", PAIRS),
+            self.cash,
+            leverage=self.leverage,
+        )
+        await v.open()
+        for ev in events:
+            v.on_market(ev)
+        v.flush()
+        return v
+
+    def events(self, kind: str | None = None) -> list[tuple[str, str, dict]]:
+        con = sqlite3.connect(self.d / "ledger.sqlite")
+        q = "SELECT kind, message, data FROM events"
+        rows = con.execute(
+            q + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ()
+        ).fetchall()
+        con.close()
+        return [(k, m, json.loads(x)) for k, m, x in rows]
+
+    def orders(self) -> dict[str, tuple[str, str, D, str]]:
+        con = sqlite3.connect(self.d / "ledger.sqlite")
+        rows = con.execute("SELECT client_order_id, symbol, side, qty_base, status FROM orders")
+        out = {c: (s, side, D(q), st) for c, s, side, q, st in rows}
+        con.close()
+        return out
+
+    def fills(self) -> list[tuple[str, str, D, D, D]]:
+        con = sqlite3.connect(self.d / "ledger.sqlite")
+        rows = con.execute(
+            "SELECT client_order_id, side, qty_base, price, fee_usd FROM fills ORDER BY id"
+        ).fetchall()
+        con.close()
+        return [(c, s, D(q), D(p), D(f)) for c, s, q, p, f in rows]
+
+    def placed(self) -> list[str]:
+        con = sqlite3.connect(self.d / "paper.sqlite")
+        rows = con.execute("SELECT payload FROM journal WHERE kind = 'place' ORDER BY seq")
+        out = [json.loads(p)["client_order_id"] for (p,) in rows]
+        con.close()
+        return out
+
+
+def qty_by_symbol(ledger: Ledger) -> dict[str, D]:
+    return {p.symbol: p.qty_base for p in ledger.status().positions if p.qty_base != 0}
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def test_client_order_ids_are_deterministic_and_fit_binance() -> None:
+    assert client_order_id("pd", 17, "BTCUSDT", "P") == "pd-17-P-BTCUSDT"
+    assert client_order_id("pd", 17, "BTCUSDT", "P") == client_order_id("pd", 17, "BTCUSDT", "P")
+    long = "1000SHIBUSDT.SPOT"
+    h = hashlib.blake2b(long.encode(), digest_size=5).hexdigest()
+    assert client_order_id("runner01", 123456, long, "UP0") == f"runner01-123456-UP0-{h}"
+    with pytest.raises(PerpdeskError):
+        RunnerConfig(run_id="x" * 30)
+
+
+# --------------------------------------------------------------------------- trading
+
+
+def test_enter_hold_exit_books_fills_funding_and_equity(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30, 30, 30, 0]))
+            await r.start()
+            assert await r.run_cycle(1) == "ok"  # enter
+            # settlement: rate 0.0001 at mark 25,000 on a -0.15 perp position
+            v.on_market(FundingSettlement("paper", "BTCUSDT", T0 + 3_600 * 10**9, 1e-4, 8, 25000.0))
+            assert await r.run_cycle(2) == "ok"  # hold, book the funding
+            assert await r.run_cycle(3) == "ok"  # signal 0 % < 3 % exit
+            await r.stop()
+            assert qty_by_symbol(led) == {}
+            fills = s.fills()
+            assert fills == [
+                (
+                    "t-1-P-BTCUSDT",
+                    "sell",
+                    D("0.15"),
+                    D("24999.9"),
+                    D("1.8749925"),
+                ),  # 3749.985 × 0.0005
+                (
+                    "t-1-S-BTCUSDT",
+                    "buy",
+                    D("0.15"),
+                    D("25000.01"),
+                    D("3.7500015"),
+                ),  # 3750.0015 × 0.001
+                ("t-3-P-BTCUSDT", "buy", D("0.15"), D("25000"), D("1.875")),  # 3750 × 0.0005
+                ("t-3-S-BTCUSDT", "sell", D("0.15"), D("25000"), D("3.75")),  # 3750 × 0.001
+            ]
+            con = sqlite3.connect(tmp_path / "ledger.sqlite")
+            fund = con.execute("SELECT symbol, layer, amount_usd FROM funding_payments").fetchall()
+            con.close()
+            assert fund == [("BTCUSDT", "carry", "0.375")]  # -(-0.15) × 25000 × 0.0001
+            perp = D("0.15") * D("24999.9") - D("1.8749925") - D("0.15") * D("25000") - D("1.875")
+            spot = -D("0.15") * D("25000.01") - D("3.7500015") + D("0.15") * D("25000") - D("3.75")
+            expect = D(100_000) + perp + D("0.375") + spot
+            assert led.status().equity_usd == expect == D("99989.108506")
+            assert led.audit().ok
+            snap = json.loads((tmp_path / "state.json").read_text())
+            assert snap["cycle"] == 3 and D(snap["status"]["equity_usd"]) == D("99989.108506")
+        await v.close()
+
+    asyncio.run(main())
+
+
+class Stalling:
+    """A real paper venue whose ``place`` of ``symbol`` never returns the first ``n`` times
+    (a stuck exchange call); everything else passes through."""
+
+    def __init__(self, venue: DurablePaperVenue, symbol: str, n: int = 1) -> None:
+        self._v, self.symbol, self.n = venue, symbol, n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._v, name)
+
+    @property
+    def venue_id(self) -> str:
+        return self._v.venue_id
+
+    async def place(self, order: Order) -> OrderState:
+        if order.symbol == self.symbol and self.n > 0:
+            self.n -= 1
+            await asyncio.sleep(3600)
+        return await self._v.place(order)
+
+
+def test_cycle_timeout_keeps_the_runner_up_and_the_next_cycle_repairs(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            c = cfg(tmp_path, cycle_timeout_s=0.3, leg_fill_timeout_s=30.0)
+            r = Runner(c, Stalling(v, "BTCUSDT.SPOT"), led, Limits(), CarryRules(), Signals([30]))
+            await r.run(max_cycles=3)
+            assert r.cycles_run == 3 and r.timeouts == 1
+            assert [e[2]["cycle"] for e in s.events("cycle_timeout")] == [1]
+            assert [(e[2]["cycle"], e[2]["status"]) for e in s.events("cycle_end")] == [
+                (1, "timeout"),
+                (2, "ok"),
+                (3, "ok"),
+            ]
+            o = s.orders()
+            # cycle 1: the perp leg filled; the spot send hung and never reached the venue
+            assert o["t-1-P-BTCUSDT"] == ("BTCUSDT", "sell", D("0.15"), "filled")
+            assert o["t-1-S-BTCUSDT"][3] == "rejected"
+            assert [e[2]["client_order_id"] for e in s.events("order_lost")] == ["t-1-S-BTCUSDT"]
+            # cycle 2: the unhedged short perp is closed (reduce-only buy of 0.15)
+            assert o["t-2-RP-BTCUSDT"] == ("BTCUSDT", "buy", D("0.15"), "filled")
+            # cycle 3: a normal entry, both legs
+            assert o["t-3-P-BTCUSDT"][3] == o["t-3-S-BTCUSDT"][3] == "filled"
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            assert "t-1-S-BTCUSDT" not in s.placed()
+            assert led.audit().ok
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_second_leg_failure_is_unwound_within_the_bound_and_alerted(tmp_path: Path) -> None:
+    # 2,000 USD of paper cash at perp leverage 5: the short perp needs 3,750 / 5 = 750 USD of
+    # margin and fills; the spot buy needs 3,750 USD of cash and is rejected by the venue.
+    s = Setup(tmp_path, cash="2000", leverage={"BTCUSDT": 5})
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            assert await r.run_cycle(1) == "ok"
+            await r.stop()
+            o = s.orders()
+            assert o["t-1-P-BTCUSDT"] == ("BTCUSDT", "sell", D("0.15"), "filled")
+            assert o["t-1-S-BTCUSDT"][3] == "rejected"
+            assert o["t-1-UP0-BTCUSDT"] == ("BTCUSDT", "buy", D("0.15"), "filled")
+            assert [(f[0], f[1], f[2], f[3]) for f in s.fills()] == [
+                ("t-1-P-BTCUSDT", "sell", D("0.15"), D("24999.9")),
+                ("t-1-UP0-BTCUSDT", "buy", D("0.15"), D("25000")),
+            ]
+            alerts = s.events("pair_unwound")
+            assert len(alerts) == 1
+            a = alerts[0][2]
+            assert a["cycle"] == 1 and a["attempts"] == 1
+            assert {k: D(x) for k, x in a["first_fills"].items()} == {"P": D("0.15"), "S": 0}
+            assert {k: D(x) for k, x in a["after"].items()} == {"P": 0, "S": 0}
+            assert s.events("venue_reject")[0][2]["client_order_id"] == "t-1-S-BTCUSDT"
+            assert qty_by_symbol(led) == {}
+            assert led.audit().ok
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_safeguard_rejects_are_logged_and_nothing_is_sent(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            # single position cap 2 % of 100,000 = 2,000 USD < 3,750 USD per leg
+            lim = Limits(max_position_pct=D(2), min_position_pct=D(1))
+            r = Runner(cfg(tmp_path), v, led, lim, CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            await r.stop()
+            rej = s.events("safeguard_reject")
+            assert sorted(e[2]["client_order_id"] for e in rej) == [
+                "t-1-P-BTCUSDT",
+                "t-1-S-BTCUSDT",
+            ]
+            assert {e[2]["rule"] for e in rej} == {"max_position"}
+            assert s.orders() == {} and s.placed() == []
+            assert await v.open_orders() == [] and await v.positions() == []
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_live_mode_without_enable_live_orders_sends_nothing(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path, mode="live"), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            await r.stop()
+            assert {e[2]["rule"] for e in s.events("safeguard_reject")} == {"live_disabled"}
+            assert s.placed() == [] and s.orders() == {}
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_vpin_gate_blocks_entry_in_toxic_flow_and_exits_a_held_pair(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        # every trade buyer-initiated: each 10,000 USD bucket is all buys, VPIN = 1.0 > 0.80
+        v = await s.venue(market(40, toxic=True))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            assert r.vpin("BTCUSDT") == 1.0
+            await r.run_cycle(1)
+            assert s.events("plan")[-1][2]["actions"] == [] and s.placed() == []
+            # balanced flow (2 buys + 2 sells per bucket): VPIN 0 after 5 buckets → enter
+            for ev in market(40, t0=T0 + 10**9)[2:]:
+                v.on_market(ev)
+            await asyncio.sleep(0)
+            assert r.vpin("BTCUSDT") == 0.0
+            await r.run_cycle(2)
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            # toxic again: VPIN 1.0 > 0.90 closes the pair although funding is still 30 %
+            for ev in market(40, t0=T0 + 2 * 10**9, toxic=True)[2:]:
+                v.on_market(ev)
+            await asyncio.sleep(0)
+            assert r.vpin("BTCUSDT") == 1.0
+            await r.run_cycle(3)
+            assert s.events("plan")[-1][2]["actions"][0]["kind"] == "exit"
+            assert qty_by_symbol(led) == {}
+            await r.stop()
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_no_entry_before_vpin_is_warm(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(12))  # 12 × 2,500 USD = 3 buckets of the 5 needed
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            await r.stop()
+            assert s.events("plan")[-1][2]["vpin"] == {"BTCUSDT": None}
+            assert s.placed() == []
+        await v.close()
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+class Crash(BaseException):
+    """Stands for the process dying at this point (escapes every handler)."""
+
+
+class CrashOnSpot:
+    def __init__(self, venue: DurablePaperVenue) -> None:
+        self._v = venue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._v, name)
+
+    @property
+    def venue_id(self) -> str:
+        return self._v.venue_id
+
+    async def place(self, order: Order) -> OrderState:
+        if order.symbol == "BTCUSDT.SPOT":
+            raise Crash
+        return await self._v.place(order)
+
+
+def test_restart_mid_cycle_reuses_the_plan_and_ids_and_sends_nothing_twice(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def first() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), CrashOnSpot(v), led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            with pytest.raises(Crash):
+                await r.run_cycle(1)
+        v.flush()  # what a killed process had committed (the journal commits per order)
+
+    async def second() -> None:
+        v = await s.venue()
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([0]))
+            await r.start()
+            assert r.cycle == 1 and r.resume_cycle == 1
+            assert await r.run_cycle(1) == "ok"  # same plan (entry), although the signal is 0 now
+            await r.stop()
+            assert s.placed() == ["t-1-P-BTCUSDT", "t-1-S-BTCUSDT"]  # each once
+            o = s.orders()
+            assert {c: o[c][3] for c in o} == {"t-1-P-BTCUSDT": "filled", "t-1-S-BTCUSDT": "filled"}
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            assert s.events("pair_unwound") == []
+        await v.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+def test_reconcile_inserts_fills_the_ledger_lacks(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def trade() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            await r.stop()
+        await v.close()
+
+    asyncio.run(trade())
+    # the ledger is lost; a new one starts against the same venue
+    (tmp_path / "ledger.sqlite").unlink()
+    for p in tmp_path.glob("ledger.sqlite-*"):
+        p.unlink()
+    s2 = Setup(tmp_path)
+
+    async def restart() -> None:
+        v = await s2.venue()
+        with Ledger(s2.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.stop()
+            rec = s2.events("reconciled")[0][2]
+            assert rec["fills_inserted"] == 2 and rec["mismatches"] == 0
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            assert len(s2.events("unknown_fill")) == 2
+        await v.close()
+
+    asyncio.run(restart())
+
+
+# --------------------------------------------------------------------------- watchdog / CLI
+
+
+def test_watchdog_restarts_a_dead_runner_and_kills_a_stale_one(tmp_path: Path) -> None:
+    out = tmp_path / "starts.txt"
+    cmd = [sys.executable, "-c", f"open({str(out)!r}, 'a').write('x')"]
+    wd = Watchdog(cmd, restart_delay_s=0.01, max_restarts=2, poll_s=0.01, log_line=lambda _: None)
+    assert wd.run() == 2
+    assert out.read_text() == "xxx" and wd.exits == [0, 0, 0]
+
+    hang = [sys.executable, "-c", "import time; time.sleep(60)"]
+    wd = Watchdog(
+        hang,
+        snapshot_path=tmp_path / "never-written.json",
+        stale_s=0.2,
+        restart_delay_s=0.01,
+        max_restarts=1,
+        poll_s=0.02,
+        log_line=lambda _: None,
+    )
+    t0 = time.monotonic()
+    assert wd.run() == 1
+    assert wd.exits == [-9, -9]  # SIGKILLed, both times
+    assert time.monotonic() - t0 < 30
+
+
+def test_run_live_is_refused_without_both_switches(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert "enable_live_orders is false" in (live_allowed(load_settings().risk) or "")
+    s = load_settings(risk={"enable_live_orders": True})
+    assert "not in risk.live_layers" in (live_allowed(s.risk) or "")
+    s = load_settings(risk={"enable_live_orders": True, "live_layers": ["carry"]})
+    assert live_allowed(s.risk) is None
+
+    res = CliRunner().invoke(run_app, ["run", "--live"])
+    assert isinstance(res.exception, PerpdeskError)
+    assert "enable_live_orders is false" in str(res.exception)
+    res = CliRunner().invoke(
+        run_app, ["run", "--live"], env={"PERPDESK_RISK__ENABLE_LIVE_ORDERS": "true"}
+    )
+    assert "not in risk.live_layers" in str(res.exception)
+    res = CliRunner().invoke(run_app, ["run", "--paper", "--live"])
+    assert "exactly one of --paper or --live" in str(res.exception)
+
+
+def test_audit_is_read_only_against_the_fake_exchange() -> None:
+    from perpdesk.execution.ccxt_live import LiveVenue
+    from perpdesk.live.runner import audit_venue
+    from tests.fake_exchange import FakeBinanceUSDM
+
+    key, secret = "audit-test-key-0123456789", "audit-test-secret-0123456789"
+    env = {"PERPDESK_BINANCE_API_KEY": key, "PERPDESK_BINANCE_API_SECRET": secret}
+    with FakeBinanceUSDM(int(time.time() * 1000), api_key=key, api_secret=secret) as fake:
+
+        async def main() -> list[tuple[str, bool, str]]:
+            v = LiveVenue.from_env(
+                environ=env,
+                dotenv_path=None,
+                api_url=fake.url,
+                ws_url=fake.ws_url,
+                timeout_ms=2000,
+                enable_rate_limit=False,
+            )
+            v.ex.timeout_on_exit = 0
+            try:
+                return await audit_venue(v)
+            finally:
+                await v.close()
+
+        rows = asyncio.run(main())
+        checks = {name: ok for name, ok, _ in rows}
+        assert all(
+            checks[c] for c in ("connect", "markets", "balances", "positions", "open orders")
+        )
+        assert "permissions" in checks
+        assert not any(key in detail or secret in detail for _, _, detail in rows)
+        writes = [r for r in fake.requests if r.method in ("POST", "PUT", "DELETE")]
+        assert [r.path for r in writes if "order" in r.path.lower()] == []
+
+
+def test_kill_switch_closes_held_pairs_and_opens_none(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            led.set_kill_switch(True, time.time_ns(), "test")
+            await r.run_cycle(2)  # funding still 30 %: only the kill switch closes the pair
+            await r.run_cycle(3)
+            await r.stop()
+            assert qty_by_symbol(led) == {}
+            assert [a["kind"] for a in s.events("plan")[1][2]["actions"]] == ["exit"]
+            assert s.events("plan")[2][2]["actions"] == []
+            assert s.events("safeguard_reject") == []
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_cli_run_paper_replays_a_real_capture(tmp_path: Path, monkeypatch) -> None:
+    from tests.realdata import shared_file
+
+    perp = shared_file("binance-ws/usdm/btcusdt_20230405.dat.gz")
+    spot = shared_file("binance-ws/spot/btcusdt_20230405.dat.gz")
+    monkeypatch.chdir(tmp_path)
+    env = {"PERPDESK_PATHS__DATA_DIR": str(tmp_path / "data")}
+    args = ["run", "--paper", "--replay", str(perp), "--replay-spot", str(spot)]
+    args += ["--cycle-s", "0.05", "--max-cycles", "3", "--replay-rate", "20000"]
+    res = CliRunner().invoke(run_app, args, env=env)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert "cycle 3: ok" in res.output
+    snap = json.loads((tmp_path / "data" / "state.json").read_text())
+    assert snap["mode"] == "paper" and snap["cycle"] == 3
+    assert (tmp_path / "data" / "paper-pd.sqlite").is_file()
+
+
+class MovingSignals:
+    """Funding 0 % (exit), and the market moves +4 % while the signals are being fetched —
+    i.e. after the cycle valued the positions and before it sends the closes."""
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    async def signals(self, cycle: int) -> dict[str, CarrySignal]:
+        assert self.runner is not None
+        for sym in ("BTCUSDT", "BTCUSDT.SPOT"):
+            self.runner.on_trade(Trade("paper", sym, T0 + 10**10, 26000.0, 0.001, False))
+        return {"BTCUSDT": CarrySignal(0.0, 1e9)}
+
+
+def test_closing_orders_are_checked_at_the_positions_mark_not_a_newer_price(
+    tmp_path: Path,
+) -> None:
+    # At 26,000 a close of 0.15 would be 3,900 USD against a position valued 3,750 USD at
+    # its mark (25,000): a reduce-only order larger than the position. Valued at the mark it
+    # is exactly the position and passes.
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            sig = MovingSignals()
+            r.signals = sig
+            sig.runner = r
+            await r.run_cycle(2)
+            await r.stop()
+            assert s.events("safeguard_reject") == []
+            assert qty_by_symbol(led) == {}
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_cli_watchdog_supervises_the_command_after_the_double_dash(tmp_path: Path) -> None:
+    out = tmp_path / "ran.txt"
+    code = f"open({str(out)!r}, 'a').write('x')"
+    args = ["watchdog", "--max-restarts", "1", "--restart-delay-s", "0.01"]
+    res = CliRunner().invoke(run_app, [*args, "--", sys.executable, "-c", code])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert out.read_text() == "xx" and "1 restart(s)" in res.output
