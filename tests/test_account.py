@@ -18,6 +18,7 @@ from perpdesk.domain import (
     Side,
     spot_symbol,
 )
+from perpdesk.risk.margin import maintenance_margin
 from perpdesk.sim.account import Account, AccountError
 
 BTC = "BTCUSDT"
@@ -540,3 +541,60 @@ def test_conservation_random_100k_events(hedge_mode, margin_mode, seed):
     for p in acc.positions():
         assert p.qty_base == led.size[(p.symbol, p.position_side)]
     assert n_liq > 0  # the crash marks did liquidate something
+
+
+# ----------------------------------------------------------------- re-entry marks, open books
+
+
+def test_reopening_a_symbol_values_it_at_the_new_fill_not_the_old_mark() -> None:
+    a = Account(INSTRUMENTS, "100000", leverage={BTC: 10})
+    a.apply_fill(fill(BTC, BUY, "1", "50000"))
+    a.update_mark(BTC, 2, 51_000.0)
+    a.apply_fill(fill(BTC, SELL, "1", "51000"))  # flat: the engine stops sending marks
+    a.apply_fill(fill(BTC, BUY, "2", "60000"))  # reopened at 60,000
+    # valued at the new fill price: 2 × 60,000 − 120,000 = 0 (with the stale mark of
+    # 51,000 it would have shown 2 × 51,000 − 120,000 = −18,000)
+    assert a.mark(BTC) == Decimal("60000")
+    assert a.unrealised_pnl_usd() == 0
+    # cash = 100,000 + realised 1 × (51,000 − 50,000) = 101,000; equity = cash + 0
+    assert a.equity_usd == Decimal("101000")
+    # a spot leg bought again after being sold out is valued at its new price too
+    a.apply_fill(fill(BTC_SPOT, BUY, "1", "50000"))
+    a.update_mark(BTC_SPOT, 3, 40_000.0)
+    a.apply_fill(fill(BTC_SPOT, SELL, "1", "40000"))
+    a.apply_fill(fill(BTC_SPOT, BUY, "0.5", "45000"))
+    assert a.spot_value_usd == Decimal("22500")  # 0.5 × 45,000
+
+
+def test_margin_totals_over_open_books_equal_the_sums_over_every_book() -> None:
+    rng = np.random.default_rng(7)
+    a = Account(INSTRUMENTS, "1000000", leverage={BTC: 5, ETH: 5})
+    px = {BTC: 50_000.0, ETH: 3_000.0}
+    for step in range(300):
+        sym = BTC if rng.random() < 0.5 else ETH
+        px[sym] = round(px[sym] * (1 + rng.normal(0, 0.01)), 1)
+        q = a.position(sym).qty_base
+        if q != 0 and rng.random() < 0.3:  # close fully, so books go flat and reopen
+            a.apply_fill(fill(sym, SELL if q > 0 else BUY, str(abs(q)), str(px[sym])))
+        else:
+            side = BUY if rng.random() < 0.5 else SELL
+            a.apply_fill(fill(sym, side, f"{rng.integers(1, 50) / 1000:.3f}", str(px[sym])))
+        a.update_mark(sym, step, px[sym])
+        # the obvious definitions, over every perp book (flat ones contribute 0)
+        books = [a.position(s) for s in (BTC, ETH)]
+        upnl = sum((p.qty_base * p.mark_price - p.qty_base * p.entry_price for p in books
+                    if p.qty_base != 0), Decimal(0))  # fmt: skip
+        assert abs(a.unrealised_pnl_usd() - upnl) < Decimal("1e-6")
+        mm = sum(
+            (
+                maintenance_margin(p.qty_base * p.mark_price, a.brackets(p.symbol))
+                for p in books
+                if p.qty_base != 0
+            ),
+            Decimal(0),
+        )
+        assert a.maint_margin_usd == mm
+        used = sum(
+            (abs(p.qty_base) * p.mark_price / 5 for p in books if p.qty_base != 0), Decimal(0)
+        )
+        assert a.available_usd == a.cash_usd + a.unrealised_pnl_usd() - used

@@ -651,3 +651,101 @@ def test_random_resting_limits_match_a_slow_reference(tmp_path: Path, monkeypatc
             for r in res.fills.select(["client_order_id", "ts_ns", "price"]).to_pylist()
         ]
         assert len(want) > 100 and got == want
+
+
+# ------------------------------------------------------------ quantities, marks, the end
+
+
+class OnEnd(Script):
+    """``actions`` on bars, and ``ctx.market`` of ``end_qty`` (plus a timer) in on_end."""
+
+    def __init__(self, actions: dict, end_qty: object, **kw) -> None:
+        super().__init__(actions, **kw)
+        self.end_qty = end_qty
+        self.timers: list[str] = []
+
+    def on_end(self, ctx: Context) -> None:
+        ctx.market(SYM, Side.SELL, self.end_qty, client_order_id="end")
+        ctx.set_timer(ctx.now_ns + 1, "after-end")
+
+    def on_timer(self, ctx: Context, timer) -> None:
+        self.timers.append(timer.name)
+
+
+def test_orders_sent_in_on_end_with_latency_still_arrive(tmp_path: Path) -> None:
+    write_bars(tmp_path, [flat(100.0), flat(101.0), flat(102.0)])
+    buy = {0: lambda ctx, bar: ctx.market(SYM, Side.BUY, 2.0, client_order_id="in")}
+    strat = OnEnd(buy, 2.0)
+    res = run_bars(tmp_path, strat, costs=Costs(latency=ConstantLatency(5 * MS)))
+    # the buy sent at the first close (T0 + 5 min) arrives 5 ms later and fills at the last
+    # price, 100; the sell sent in on_end (at the last close, T0 + 15 min) arrives 5 ms
+    # after it and fills at the last price known, 102; the timer after the end never runs
+    rows = res.fills.select(["client_order_id", "ts_ns", "qty_base", "price"]).to_pylist()
+    assert [(r["client_order_id"], r["ts_ns"], r["qty_base"], r["price"]) for r in rows] == [
+        ("in", T0 + M5 + 5 * MS, Decimal(2), Decimal(100)),
+        ("end", T0 + 3 * M5 + 5 * MS, Decimal(2), Decimal(102)),
+    ]
+    assert res.account.position(SYM).qty_base == 0
+    assert strat.timers == []
+    assert res.equity.column("ts_ns").to_pylist()[-1] == T0 + 3 * M5 + 5 * MS
+
+
+def test_decimal_quantities_are_exact_and_off_grid_ones_are_refused(tmp_path: Path) -> None:
+    write_bars(tmp_path, [flat(100.0), flat(101.0), flat(102.0), flat(103.0)])
+    q = Decimal("0.007")
+    acts = {
+        # 0.1 + 0.2 = 0.30000000000000004 in float: snapped to the 0.300 lot multiple
+        0: lambda ctx, bar: ctx.market(SYM, Side.BUY, 0.1 + 0.2, client_order_id="f"),
+        1: lambda ctx, bar: ctx.market(SYM, Side.BUY, q, client_order_id="d"),
+        2: lambda ctx, bar: (
+            ctx.market(SYM, Side.SELL, Decimal("0.0071"), client_order_id="off"),
+            ctx.market(SYM, Side.SELL, ctx.position(SYM).qty_base, client_order_id="all"),
+        ),
+    }
+    strat = Script(acts)
+    res = run_bars(tmp_path, strat)
+    assert res.fills.select(["client_order_id", "qty_base"]).to_pylist() == [
+        {"client_order_id": "f", "qty_base": Decimal("0.3")},
+        {"client_order_id": "d", "qty_base": Decimal("0.007")},
+        {"client_order_id": "all", "qty_base": Decimal("0.307")},  # 0.300 + 0.007
+    ]
+    assert res.account.position(SYM).qty_base == 0  # no dust
+    assert strat.rejects == [("off", "qty 0.0071 is not a multiple of lot_size 0.001")]
+
+
+def test_a_fine_lot_closes_to_exactly_zero_with_decimal_quantities(tmp_path: Path) -> None:
+    # lot 1e-8 and a 17-digit quantity: k = 12,345,678,912,345,678 lots is past 2^53, so
+    # no float can hold it (a float order would be floored to a neighbouring multiple)
+    pepe = Instrument(V, SYM, InstrumentKind.PERP, "AAA", "USDT", 1e-8, 1e-8, 8)
+    write_bars(tmp_path, [flat(0.0001), flat(0.0001), flat(0.0001)])
+    q = Decimal("123456789.12345678")
+    acts = {
+        0: lambda ctx, bar: ctx.market(SYM, Side.BUY, q),
+        1: lambda ctx, bar: ctx.market(SYM, Side.SELL, ctx.position(SYM).qty_base),
+    }
+    res = run_backtest(
+        Script(acts),
+        tmp_path,
+        [pepe],
+        AccountConfig(100_000, leverage={SYM: 5}),
+        streams=[BARS],
+    )
+    assert res.fills.column("qty_base").to_pylist() == [q, q]
+    assert res.account.position(SYM).qty_base == 0
+
+
+def test_result_tables_hold_quantities_past_1e10_base_units(tmp_path: Path) -> None:
+    # 20 billion units at 1e-6 USD (a PEPE-like leg): 20,000 USD notional; decimal128(38, 18)
+    # needs 11 + 18 = 29 significant digits, one more than Python's default context of 28
+    pepe = Instrument(V, SYM, InstrumentKind.PERP, "AAA", "USDT", 1e-8, 1.0, 8)
+    write_bars(tmp_path, [flat(0.000001), flat(0.000001)])
+    big = Decimal(20_000_000_000)
+    res = run_backtest(
+        Script({0: lambda ctx, bar: ctx.market(SYM, Side.BUY, big)}),
+        tmp_path,
+        [pepe],
+        AccountConfig(100_000, leverage={SYM: 5}),
+        streams=[BARS],
+    )
+    assert res.fills.column("qty_base").to_pylist() == [big]
+    assert res.fills.column("price").to_pylist() == [Decimal("0.000001")]

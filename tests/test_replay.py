@@ -97,6 +97,8 @@ ALL = [
 PRIO = {
     "perp_bars_1h": 1,
     "spot_bars_1h": 1,
+    "perp_bars_8h": 1,
+    "spot_bars_8h": 1,
     "mark_price": 2,
     "book_ticker": 3,
     "trades": 4,
@@ -111,7 +113,7 @@ def _reference(root: Path, streams: list[StreamSpec], start=None, end=None) -> l
     rows = []
     for s in streams:
         t = cat.read(s.venue, s.dataset, s.symbol)
-        off = 3_600 * S if "bars" in s.dataset else 0
+        off = int(s.dataset.rsplit("_", 1)[1][:-1]) * 3_600 * S if "bars" in s.dataset else 0
         ev = [x + off for x in t.column("ts_ns").to_pylist()]
         ev = [x for x in ev if (start is None or x >= start) and (end is None or x < end)]
         for r, x in enumerate(ev):  # r: row among the selected rows of the stream
@@ -211,3 +213,86 @@ def test_bad_partition_names_the_file(cat: Path) -> None:
         Replay(cat, [StreamSpec(V, "index_bars_1h", "AAAUSDT")])
     with pytest.raises(CatalogError, match="no partitions"):
         list(Replay(cat, [StreamSpec(V, "trades", "ZZZUSDT")]).chunks())
+
+
+@pytest.fixture()
+def monthly(tmp_path: Path) -> tuple[Path, list[StreamSpec]]:
+    """Three symbols × 8h perp/spot bars and funding over 7 months: 21 small monthly files
+    per stream (read whole, in groups)."""
+    c = Catalog(tmp_path)
+    h8 = 8 * 3_600 * S
+    ts = np.arange(T0, T0 + 212 * 86_400 * S, h8, dtype=np.int64)
+    streams = []
+    for k, sym in enumerate(["AAAUSDT", "BBBUSDT", "CCCUSDT"]):
+        px = 100.0 + k + np.arange(ts.size) * 0.01
+        c.write(V, "perp_bars_8h", sym, bar_table(ts, px, 1e6))
+        c.write(V, "spot_bars_8h", sym, bar_table(ts, px - 1, 1e6))
+        fund = funding_table(list(ts + h8), [1e-4 * k] * ts.size, 8, mark=list(px))
+        c.write(V, "funding", sym, fund)
+        streams += [StreamSpec(V, d, sym) for d in ("perp_bars_8h", "spot_bars_8h", "funding")]
+    return tmp_path, streams
+
+
+def test_grouped_small_files_match_the_reference_in_every_reading_mode(
+    monthly: tuple[Path, list[StreamSpec]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, streams = monthly
+    files = sorted((root / V / "funding" / "AAAUSDT").glob("*.parquet"))
+    assert len(files) == 7  # 2024-01 … 2024-07 (212 days from Jan 1, 2024: to Jul 31)
+    ref = _reference(root, streams)
+    start, end = T0 + 40 * 86_400 * S, T0 + 150 * 86_400 * S
+    ref_window = _reference(root, streams, start, end)
+    # groups read in this thread (DuckDB, one query per round) and by a reader process
+    assert _replayed(root, streams) == ref
+    assert _replayed(root, streams, reader_processes=1) == ref
+    assert _replayed(root, streams, start_ns=start, end_ns=end, reader_processes=1) == ref_window
+    # every file "large": the streaming (iter_batches) path, batch by batch
+    monkeypatch.setattr("perpdesk.sim.replay._GROUP_BYTES_MAX", 1)
+    monkeypatch.setattr("perpdesk.sim.replay._GROUP_BYTES_MIN", 1)
+    assert _replayed(root, streams, chunk_rows=90) == ref
+    assert _replayed(root, streams, start_ns=start, end_ns=end) == ref_window
+
+
+def test_grouped_files_report_a_bad_file_like_the_streaming_path(
+    monthly: tuple[Path, list[StreamSpec]],
+) -> None:
+    root, streams = monthly
+    path = sorted((root / V / "perp_bars_8h" / "BBBUSDT").glob("*.parquet"))[3]
+    t = pq.read_table(path)
+    close = t.column("close").to_numpy().copy()
+    close[7] = math.nan
+    pq.write_table(t.set_column(t.schema.get_field_index("close"), "close", pa.array(close)), path)
+    # the group that holds it fails validation and is re-checked file by file: the
+    # message names the file, its rows (one batch: the whole file) and the row
+    msg = rf"{path.name} \(rows 1\.\.{t.num_rows}\): row 8: close is null/NaN"
+    for procs in (0, 1):
+        with pytest.raises(CatalogError, match=msg):
+            list(Replay(root, streams, reader_processes=procs).chunks())
+    # a file without a column the replay needs
+    other = sorted((root / V / "funding" / "CCCUSDT").glob("*.parquet"))[2]
+    pq.write_table(pq.read_table(other).drop_columns(["funding_interval_h"]), other)
+    with pytest.raises(CatalogError, match=rf"{other.name}: missing column\(s\) funding_int"):
+        list(Replay(root, [StreamSpec(V, "funding", "CCCUSDT")]).chunks())
+
+
+def test_funding_and_mark_bar_events_built_in_bulk_equal_one_by_one(
+    monthly: tuple[Path, list[StreamSpec]],
+) -> None:
+    from perpdesk.sim.replay import event_maker, events_maker
+
+    root, _ = monthly
+    spec = StreamSpec(V, "funding", "BBBUSDT")
+    rp = Replay(root, [spec])
+    for ch in rp.chunks():
+        cols = ch.columns[0]
+        lists = {k: v.tolist() for k, v in cols.items()}
+        one = event_maker(spec)
+        assert events_maker(spec)(cols) == [one(lists, r) for r in range(len(ch))]
+    # the first settlement: 8h after T0, rate 1e-4 × 1, mark = the first perp close 101.0
+    assert events_maker(spec)(rp_first(root, spec))[0] == FundingSettlement(
+        V, "BBBUSDT", T0 + 8 * 3_600 * S, 1e-4, 8, 101.0
+    )
+
+
+def rp_first(root: Path, spec: StreamSpec) -> dict:
+    return next(Replay(root, [spec]).chunks()).columns[0]

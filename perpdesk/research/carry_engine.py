@@ -22,13 +22,11 @@ Lots: ``lots="exchange"`` trades the catalog's lot sizes (Binance ``LOT_SIZE``: 
 ``floor(X / price / lot) × lot``, so it is up to one lot short of ``X``); ``"fractional"``
 (the default) uses per leg the decimal lot ``10^(⌊log10(X / p0)⌋ − 7)`` (``p0`` = the
 leg's first bar close), so a leg is 10^7..10^8 lots at ``p0`` and flooring it to the lot
-costs < 1e-7 of ``X``. Finer is not possible through the engine's order interface: order
-quantities are float64, checked against the lot grid with an absolute tolerance of 1e-6
-lot (``check_order``) and floored in float (``_to_lot``), and a spot sell is checked as
-``Decimal(repr(qty))`` against the Decimal holdings — so a quantity must be k × 10^-m with
-k below ~3·10^9 to survive the round trip (10^8 leaves room for a 30× price fall). The
-vectorised simulator does not round quantities at all; that floor is the one difference
-left between the two runs with matching costs (a few 1e-6 USD per round trip).
+costs < 1e-7 of ``X``. Exits and unwinds send the exact Decimal holdings (the engine
+books Decimal quantities exactly); entries are float sizes the strategy keeps on the lot
+grid (``CarryEventStrategy._lots``). The vectorised simulator does not round quantities at
+all; that floor is the one difference left between the two runs with matching costs (a
+few 1e-6 USD per round trip).
 """
 
 from __future__ import annotations
@@ -75,7 +73,7 @@ from perpdesk.sim.costs import (
     FixedBpsSlippage,
 )
 from perpdesk.sim.engine import AccountConfig, EngineResult, run_backtest
-from perpdesk.sim.replay import StreamSpec
+from perpdesk.sim.replay import Replay, StreamSpec
 from perpdesk.strategies.carry_event import CarryEventStrategy
 
 H_NS = 3_600 * NS_PER_S
@@ -159,7 +157,17 @@ def _settlement_range(
         ]
 
         def ts_in(path: Path) -> np.ndarray:
-            ts = pq.ParquetFile(path).read(columns=["ts_ns"]).column("ts_ns").to_numpy()
+            pf = pq.ParquetFile(path)
+            md = pf.metadata
+            k = pf.schema_arrow.get_field_index("ts_ns")
+            if md.num_rows and k >= 0 and md.num_row_groups:
+                # the footer's min/max statistics, when the file lies inside [lo, hi)
+                st = [md.row_group(g).column(k).statistics for g in range(md.num_row_groups)]
+                if all(x is not None and x.has_min_max for x in st):
+                    t_min, t_max = min(x.min for x in st), max(x.max for x in st)
+                    if t_min >= lo and t_max < hi:
+                        return np.array([t_min, t_max], dtype=np.int64)
+            ts = pf.read(columns=["ts_ns"]).column("ts_ns").to_numpy()
             return ts[(ts >= lo) & (ts < hi)]
 
         for p in files:
@@ -180,8 +188,8 @@ def _settlement_range(
 
 
 def _first_close(cat: Catalog, venue: str, dataset: str, symbol: str) -> float:
-    parts = cat.partitions(venue, dataset, symbol)
-    t = pq.ParquetFile(parts[0]).read(columns=["close"])
+    first = min((cat.root / venue / dataset / symbol).glob("[0-9]*.parquet"), key=lambda p: p.name)
+    t = pq.ParquetFile(first).read(columns=["close"])
     return float(t.column("close")[0].as_py())
 
 
@@ -259,6 +267,7 @@ def run_engine_carry(
     costs: Costs | None = None,
     lots: str = "fractional",
     equity_every_ns: int | None = None,
+    reader_processes: int = 0,
 ) -> EngineCarryRun:
     """Run the carry strategy on the event engine (see the module docstring).
 
@@ -266,7 +275,9 @@ def run_engine_carry(
     shortest funding interval of the instruments (8h without a table). Raises
     :class:`~perpdesk.errors.CatalogError` naming the path when a symbol has no funding,
     no perp bars or no spot bars (the engine trades a real spot leg; the vectorised run
-    would assume a perfect hedge there)."""
+    would assume a perfect hedge there). ``reader_processes``: background processes reading
+    the partition files (:class:`~perpdesk.sim.replay.Replay`; 1 roughly halves the time of
+    a run over thousands of small files; only from a ``__main__``-guarded script)."""
     t0 = time.perf_counter()
     cat = Catalog(catalog_root)
     v = pick_venue(cat, venue)
@@ -278,7 +289,7 @@ def run_engine_carry(
     spot_bars = "spot_" + bars.removeprefix("perp_")
     for s in symbols:
         for ds in ("funding", bars, spot_bars):
-            if not cat.partitions(v, ds, s):
+            if not any((cat.root / v / ds / s).glob("[0-9]*.parquet")):  # cat.partitions
                 raise CatalogError(
                     f"{cat.root / v / ds / s}: missing (the event-engine carry needs funding, "
                     f"{bars} and {spot_bars} for every symbol)"
@@ -320,16 +331,20 @@ def run_engine_carry(
     # PEPE leg), ``quantize(1e-18)`` raises InvalidOperation
     with decimal.localcontext() as dctx:
         dctx.prec = 38
+        replay = Replay(
+            cat.root,
+            engine_streams(v, symbols, bars, spot_bars),
+            replay_start,
+            replay_end,
+            reader_processes=reader_processes,
+        )
         res = run_backtest(
             strategy,
-            cat.root,
+            replay,
             instruments,
             account,
             None,
             costs,
-            streams=engine_streams(v, symbols, bars, spot_bars),
-            start_ns=replay_start,
-            end_ns=replay_end,
             equity_every_ns=equity_every_ns,
         )
     pnl_rows, pair_rows = _pnl_rows(res)

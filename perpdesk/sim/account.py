@@ -212,6 +212,10 @@ class _Book:
     fees: Decimal = ZERO
     isolated_margin: Decimal = ZERO
     owners: dict[str, _Owner] = field(default_factory=dict)
+    # unrealised PnL and maintenance margin at the current mark (None: to recompute);
+    # cleared whenever the symbol's mark or the book's size/cost changes
+    upnl_c: Decimal | None = None
+    mm_c: Decimal | None = None
 
 
 def _sign(x: Decimal) -> int:
@@ -297,6 +301,11 @@ class Account:
             self._symbol_books[sym] = bs
         self._perp_books = [b for b in self._books.values() if not b.is_spot]
         self._spot_books = [b for b in self._books.values() if b.is_spot]
+        # the non-flat books, in the order of ``_perp_books`` / ``_spot_books`` (so sums
+        # over them add the same terms in the same order as sums over every book): margin
+        # checks on each mark update are O(open positions), not O(instruments)
+        self._open_perp: list[_Book] = []
+        self._open_spot: list[_Book] = []
         self._marks: dict[str, Decimal] = {}
         self._attr: dict[tuple[str, str], _Attr] = {}
         self._seq = 0
@@ -366,7 +375,14 @@ class Account:
                     f"{fill.symbol}: {fill.side} {qty} exceeds the {book.position_side} "
                     f"position {abs(book.qty)} (fill {fill.client_order_id})"
                 )
+        was_flat = all(b.qty == ZERO for b in self._symbol_books[fill.symbol])
+        self._touch(fill.symbol)
         realised, opened, closed, q_before = self._trade(book, d, price, fill)
+        if (q_before == ZERO) != (book.qty == ZERO):
+            if book.is_spot:
+                self._open_spot = [b for b in self._spot_books if b.qty != ZERO]
+            else:
+                self._open_perp = [b for b in self._perp_books if b.qty != ZERO]
         fee = fill.fee_usd
         if book.is_spot:
             self._cash += -d * price - fee
@@ -388,8 +404,11 @@ class Account:
         a = self._attr_of(fill.strategy_id, fill.symbol)
         a.fees += fee
         a.slippage += fill.slippage_usd
-        if fill.symbol not in self._marks:
+        if was_flat or fill.symbol not in self._marks:
+            # a symbol that gets a position is valued at its fill price until the next mark
+            # (not at the mark left from an earlier holding)
             self._marks[fill.symbol] = price
+            self._touch(fill.symbol)
 
     def _trade(
         self, book: _Book, d: Decimal, price: Decimal, fill: Fill
@@ -492,13 +511,25 @@ class Account:
     def _upnl(self, book: _Book) -> Decimal:
         if book.qty == ZERO:
             return ZERO
-        m = self._marks[book.symbol]
-        return book.qty * m - book.cost
+        u = book.upnl_c
+        if u is None:
+            u = book.upnl_c = book.qty * self._marks[book.symbol] - book.cost
+        return u
 
     def _mm(self, book: _Book) -> Decimal:
         if book.qty == ZERO:
             return ZERO
-        return maintenance_margin(book.qty * self._marks[book.symbol], self._brackets[book.symbol])
+        mm = book.mm_c
+        if mm is None:
+            mm = book.mm_c = maintenance_margin(
+                book.qty * self._marks[book.symbol], self._brackets[book.symbol]
+            )
+        return mm
+
+    def _touch(self, symbol: str) -> None:
+        """The symbol's mark or a book's size changed: drop its cached PnL and margin."""
+        for b in self._symbol_books[symbol]:
+            b.upnl_c = b.mm_c = None
 
     def update_mark(self, symbol: str, ts_ns: int, mark_price: float) -> list[Fill]:
         """Store ``symbol``'s mark price and liquidate what it breaches: cross — every perp
@@ -512,12 +543,13 @@ class Account:
         if not m > ZERO:
             raise AccountError(f"{symbol}: mark price {m} at {ts_ns} is not > 0")
         self._marks[symbol] = m
+        self._touch(symbol)
         if inst.kind is not InstrumentKind.PERP:
             return []
         fills: list[Fill] = []
         if self._margin_mode == "cross":
             if self.margin_balance_usd < self.maint_margin_usd:
-                for book in self._perp_books:
+                for book in list(self._open_perp):
                     if book.qty != ZERO:
                         fills += self._liquidate(book, ts_ns)
         else:
@@ -604,14 +636,14 @@ class Account:
         (perp: its books; spot leg: holdings × mark − their cost), or of all perps when
         ``symbol`` is ``None`` (spot legs enter ``equity_usd`` at their full value)."""
         if symbol is None:
-            return sum((self._upnl(b) for b in self._perp_books), ZERO)
+            return sum((self._upnl(b) for b in self._open_perp), ZERO)
         self._instrument(symbol)
         return sum((self._upnl(b) for b in self._symbol_books[symbol]), ZERO)
 
     @property
     def spot_value_usd(self) -> Decimal:
         """Spot holdings at their last marks, USD."""
-        return sum((b.qty * self._marks[b.symbol] for b in self._spot_books if b.qty != ZERO), ZERO)
+        return sum((b.qty * self._marks[b.symbol] for b in self._open_spot), ZERO)
 
     @property
     def equity_usd(self) -> Decimal:
@@ -626,7 +658,7 @@ class Account:
     @property
     def maint_margin_usd(self) -> Decimal:
         """Σ maintenance margin of every perp book at its mark, USD."""
-        return sum((self._mm(b) for b in self._perp_books), ZERO)
+        return sum((self._mm(b) for b in self._open_perp), ZERO)
 
     @property
     def available_usd(self) -> Decimal:
@@ -636,7 +668,7 @@ class Account:
         if self._margin_mode == "isolated":
             return self._cash - sum((b.isolated_margin for b in self._perp_books), ZERO)
         used = ZERO
-        for b in self._perp_books:
+        for b in self._open_perp:
             if b.qty != ZERO:
                 used += abs(b.qty) * self._marks[b.symbol] / Decimal(self._leverage[b.symbol])
         return self.margin_balance_usd - used
@@ -651,7 +683,7 @@ class Account:
             kw = {"wallet_balance_usd": book.isolated_margin}
             legs = [book]
         else:
-            others = [b for b in self._perp_books if b.symbol != sym and b.qty != ZERO]
+            others = [b for b in self._open_perp if b.symbol != sym]
             kw = {
                 "wallet_balance_usd": self._cash,
                 "other_maint_margin_usd": sum((self._mm(b) for b in others), ZERO),

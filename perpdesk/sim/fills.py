@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 from perpdesk.domain import (
@@ -53,6 +54,9 @@ class WorkingOrder:
     arrival_ts_ns: int
     remaining_base: float
     seq: int = 0
+    remaining_exact: Decimal | None = None
+    """The remainder as an exact Decimal on the lot grid (the engine's booking size; fill
+    models keep using the float ``remaining_base``)."""
 
 
 @dataclass(slots=True)

@@ -25,8 +25,8 @@ books the same trades:
 - **Sizing.** Each leg is ``X = leg_notional_usd`` USD at the decision prices:
   ``q = X / price`` floored to the instrument's lot (``LOT_SIZE``). No compounding.
 - **Orders.** Entry: market SELL perp, market BUY spot. Exit: market BUY perp
-  (reduce-only) and market SELL spot, of the quantities actually filled. A rejected entry
-  leg unwinds the other leg. With ``close_at_ns`` every pair still open is closed by a
+  (reduce-only) and market SELL spot, of the quantities actually filled (exact Decimals).
+  A rejected entry leg unwinds the other leg. With ``close_at_ns`` every pair still open is closed by a
   timer at ``close_at_ns + 1 ns`` (after the settlements at ``close_at_ns``).
 
 Funding before ``trade_from_ns`` is ignored (not a signal, not a schedule), so a replay may
@@ -93,8 +93,9 @@ class CarryEventStrategy(Strategy):
         self._idx = {s: i for i, s in enumerate(self.symbols)}
         self._spot_idx = {spot_symbol(s): i for i, s in enumerate(self.symbols)}
         self.held = np.zeros(n, dtype=bool)
-        self.last_rate = np.full(n, np.nan)
-        self.last_interval_h = np.zeros(n, dtype=np.int32)
+        self._rates = [math.nan] * n  # last settled rate per symbol
+        self._ivs = [0] * n  # its interval (h)
+        self._legs = [(s, spot_symbol(s)) for s in self.symbols]
         # last bar close and its close time per leg
         self._perp_px = [math.nan] * n
         self._perp_ts = [-1] * n
@@ -128,6 +129,16 @@ class CarryEventStrategy(Strategy):
             "rejected_orders": 0,
             "skipped_below_lot": 0,
         }
+
+    @property
+    def last_rate(self) -> np.ndarray:
+        """Last settled funding rate per symbol (fraction per settlement; NaN before any)."""
+        return np.array(self._rates, dtype=float)
+
+    @property
+    def last_interval_h(self) -> np.ndarray:
+        """Interval (hours) of each symbol's last settlement (0 before any)."""
+        return np.array(self._ivs, dtype=np.int32)
 
     # ------------------------------------------------------------------ callbacks
 
@@ -179,24 +190,36 @@ class CarryEventStrategy(Strategy):
         if self._first_t <= ts:
             self._flush(ctx, ts, inclusive=True)
         i = self._idx.get(settlement.symbol)
-        if i is None or (self.trade_from_ns is not None and ts < self.trade_from_ns):
+        if i is None:
             return
-        if self._predicted[i] >= 0 and self._predicted[i] != (ts // self.bar_ns) * self.bar_ns:
+        tf = self.trade_from_ns
+        if tf is not None and ts < tf:
+            return
+        bar_ns = self.bar_ns
+        pred = self._predicted[i]
+        if pred >= 0 and pred != (ts // bar_ns) * bar_ns:
             self.counts["unscheduled_settlements"] += 1
-        self.last_rate[i] = settlement.funding_rate
-        self.last_interval_h[i] = settlement.funding_interval_h
-        nxt = ts + int(settlement.funding_interval_h) * H_NS
-        t_dec = (nxt // self.bar_ns) * self.bar_ns
+        self._rates[i] = settlement.funding_rate
+        iv = int(settlement.funding_interval_h)
+        self._ivs[i] = iv
+        nxt = ts + iv * H_NS
+        t_dec = (nxt // bar_ns) * bar_ns
         if t_dec <= ts:  # bars longer than the interval: no bar closes in between
             self._predicted[i] = -1
             return
         self._predicted[i] = t_dec
-        self._pending.setdefault(t_dec, []).append((i, nxt))
+        pending = self._pending.get(t_dec)
+        if pending is None:
+            self._pending[t_dec] = [(i, nxt)]
+        else:
+            pending.append((i, nxt))
         if t_dec < self._first_t:
             self._first_t = t_dec
-        self._awaiting.setdefault(t_dec, set()).update(
-            (self.symbols[i], spot_symbol(self.symbols[i]))
-        )
+        wait = self._awaiting.get(t_dec)
+        if wait is None:
+            self._awaiting[t_dec] = set(self._legs[i])
+        else:
+            wait.update(self._legs[i])
 
     def on_fill(self, ctx: Context, fill: Fill) -> None:
         """Track the legs' filled quantities; an entry leg filling after its pair was
@@ -211,11 +234,11 @@ class CarryEventStrategy(Strategy):
                 return
             self._q_spot[i] += d
         if fill.label == ENTRY and not self.held[i]:
-            qty = float(fill.qty_base)
+            qty = fill.qty_base  # exact Decimal: the unwind closes exactly what filled
             if fill.symbol == self.symbols[i]:
                 ctx.market(fill.symbol, Side.BUY, qty, reduce_only=True, label=UNWIND)
             else:
-                ctx.market(fill.symbol, Side.SELL, float(fill.qty_base), label=UNWIND)
+                ctx.market(fill.symbol, Side.SELL, qty, label=UNWIND)
 
     def on_reject(self, ctx: Context, order: Order, reason: str) -> None:
         """Count it; a refused entry leg unwinds the other leg."""
@@ -269,15 +292,19 @@ class CarryEventStrategy(Strategy):
         deciding = np.zeros(n, dtype=bool)
         tradable = np.zeros(n, dtype=bool)
         vol = np.full(n, np.nan)
-        for i, ts in items:
-            deciding[i] = True
-            vol[i] = self._volume_24h(i, ts)
-            tradable[i] = (
-                self._perp_ts[i] >= 0
-                and self._spot_ts[i] >= 0
-                and ts - self._perp_ts[i] <= MAX_PRICE_AGE_NS
-                and ts - self._spot_ts[i] <= MAX_PRICE_AGE_NS
-            )
+        idx = np.fromiter((i for i, _ in items), dtype=np.int64, count=len(items))
+        ts = np.fromiter((x for _, x in items), dtype=np.int64, count=len(items))
+        vol24 = self._volume_24h
+        vol[idx] = [vol24(i, x) for i, x in items]
+        deciding[idx] = True
+        p_ts = np.array(self._perp_ts, dtype=np.int64)[idx]
+        s_ts = np.array(self._spot_ts, dtype=np.int64)[idx]
+        tradable[idx] = (
+            (p_ts >= 0)
+            & (s_ts >= 0)
+            & (ts - p_ts <= MAX_PRICE_AGE_NS)
+            & (ts - s_ts <= MAX_PRICE_AGE_NS)
+        )
         ann = signal_ann_pct(self.last_rate, self.last_interval_h)
         exit_mask, enter_mask = decide(self.rules, self.held, deciding, ann, vol, tradable)
         for i in np.flatnonzero(exit_mask):
@@ -333,10 +360,10 @@ class CarryEventStrategy(Strategy):
         ids = []
         qp = self._q_perp[i]
         if qp < 0:
-            ids.append(ctx.market(sym, Side.BUY, float(-qp), reduce_only=True, label=reason))
+            ids.append(ctx.market(sym, Side.BUY, -qp, reduce_only=True, label=reason))
         qs = self._q_spot[i]
         if qs > 0:
-            ids.append(ctx.market(spot_symbol(sym), Side.SELL, float(qs), label=reason))
+            ids.append(ctx.market(spot_symbol(sym), Side.SELL, qs, label=reason))
         for oid in ids:
             self._order_pair[oid] = (i, reason)
         if reason == EXIT:
