@@ -3,8 +3,10 @@
 ``params`` — :class:`GridParams`, every default, validated; ``records`` — trade labels,
 open-fill records; ``mechanisms`` — grid geometry, Avellaneda–Stoikov skew, trailing,
 circuit breaker, two-stage stop, VaR gate; ``pruning`` — which stale fill to close. The
-regime FSM is :mod:`perpdesk.regimes.kama`. All pure: the strategy class wires them onto the
-event engine.
+regime FSM is :mod:`perpdesk.regimes.kama`. All pure; ``strategy`` — :class:`GridStrategyV4`,
+the :class:`~perpdesk.strategies.base.Strategy` that wires them onto the event engine.
+``backtest`` (not imported here: it needs :mod:`perpdesk.sim`) runs it from a catalog and holds
+the walk-forward :class:`~perpdesk.strategies.grid.backtest.GridEvaluator`.
 """
 
 from perpdesk.strategies.grid.mechanisms import (
@@ -34,12 +36,16 @@ from perpdesk.strategies.grid.mechanisms import (
 from perpdesk.strategies.grid.params import GridParams
 from perpdesk.strategies.grid.pruning import PruneChoice, choose_prune, worst_underwater
 from perpdesk.strategies.grid.records import FillSide, OpenFill, TradeLabel
+from perpdesk.strategies.grid.strategy import GridCounters, GridFeatures, GridStrategyV4
 
 __all__ = [
     "CircuitBreakerStream",
     "FillSide",
+    "GridCounters",
+    "GridFeatures",
     "GridInputError",
     "GridParams",
+    "GridStrategyV4",
     "OpenFill",
     "PruneChoice",
     "StopExit",
