@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from perpdesk.data.catalog import Catalog
 from perpdesk.domain import Instrument, InstrumentKind
-from perpdesk.strategies.grid.backtest import run_grid_backtest
+from perpdesk.research.grid_backtest import run_grid_backtest
 
 SHARED = Path(
     os.environ.get("PERPDESK_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

@@ -19,16 +19,16 @@ from typer.testing import CliRunner
 
 from perpdesk.data.catalog import Catalog
 from perpdesk.domain import Instrument, InstrumentKind
-from perpdesk.sim.engine import AccountConfig
-from perpdesk.sim.replay import StreamSpec
-from perpdesk.sim.testing import assert_no_lookahead
-from perpdesk.strategies.grid import GridParams, TradeLabel
-from perpdesk.strategies.grid.backtest import (
+from perpdesk.research.grid_backtest import (
     SYNTHETIC_FUNDING_RATE_8H,
     GridEvaluator,
     load_grid_features,
     run_grid_backtest,
 )
+from perpdesk.sim.engine import AccountConfig
+from perpdesk.sim.replay import StreamSpec
+from perpdesk.sim.testing import assert_no_lookahead
+from perpdesk.strategies.grid import GridParams, TradeLabel
 from perpdesk.strategies.grid.strategy import GridStrategyV4
 
 V, SYM = "sim", "GRIDUSDT"
@@ -442,7 +442,7 @@ def test_cli_backtest_grid_writes_the_report(tmp_path: Path) -> None:
 def test_bad_input_is_one_line_naming_the_problem(tmp_path: Path) -> None:
     from perpdesk.app.cli_grid import load_grid_params_file
     from perpdesk.errors import PerpdeskError
-    from perpdesk.strategies.grid.backtest import params_with
+    from perpdesk.research.grid_backtest import params_with
 
     root = write_path(tmp_path / "cat", ou_path(50, 0.5, 0.0025, seed=1))
     with pytest.raises(PerpdeskError, match=r"no venue with perp_bars_15m for 'NOPEUSDT'"):

@@ -14,9 +14,9 @@ import pytest
 
 from perpdesk.config import load_settings
 from perpdesk.data.synthetic import SyntheticSpec, generate_market
+from perpdesk.research.grid_backtest import GridEvaluator
 from perpdesk.research.pools import LocalPool, RayPool
 from perpdesk.research.walkforward import DAY_NS, optimize, parse_space
-from perpdesk.strategies.grid.backtest import GridEvaluator
 from perpdesk.strategies.grid.params import GridParams
 
 SPACE = {"spacing_atr_mult": {"low": 0.5, "high": 3.0}, "levels_per_side": {"low": 2, "high": 6}}

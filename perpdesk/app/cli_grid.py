@@ -92,12 +92,12 @@ def backtest_grid(
 ) -> None:
     """Backtest GridStrategyV4 (hedge mode, 8h funding, conservative bar fills) and write the
     report, fills with labels, equity and summary per symbol."""
-    from perpdesk.strategies.grid import GridParams
-    from perpdesk.strategies.grid.backtest import (
+    from perpdesk.research.grid_backtest import (
         params_with,
         run_grid_backtest,
         write_grid_report,
     )
+    from perpdesk.strategies.grid import GridParams
 
     settings = load_settings(config)
     start_ns = parse_date_ns(start, "--start") if start else None

@@ -52,9 +52,9 @@ def optimize_grid(
     held-out tail. Trials, best parameters and out-of-sample metrics go to Parquet/JSON."""
     from perpdesk.config import load_settings
     from perpdesk.data.catalog import Catalog
+    from perpdesk.research.grid_backtest import GridEvaluator, params_with
     from perpdesk.research.pools import make_pool
     from perpdesk.research.walkforward import Fitness, optimize, parse_space
-    from perpdesk.strategies.grid.backtest import GridEvaluator, params_with
     from perpdesk.strategies.grid.params import GridParams
 
     s = load_settings(config)

@@ -5,8 +5,8 @@ open-fill records; ``mechanisms`` — grid geometry, Avellaneda–Stoikov skew, 
 circuit breaker, two-stage stop, VaR gate; ``pruning`` — which stale fill to close. The
 regime FSM is :mod:`perpdesk.regimes.kama`. All pure; ``strategy`` — :class:`GridStrategyV4`,
 the :class:`~perpdesk.strategies.base.Strategy` that wires them onto the event engine.
-``backtest`` (not imported here: it needs :mod:`perpdesk.sim`) runs it from a catalog and holds
-the walk-forward :class:`~perpdesk.strategies.grid.backtest.GridEvaluator`.
+:mod:`perpdesk.research.grid_backtest` runs it from a catalog and holds
+the walk-forward :class:`~perpdesk.research.grid_backtest.GridEvaluator`.
 """
 
 from perpdesk.strategies.grid.mechanisms import (
