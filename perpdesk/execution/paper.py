@@ -47,7 +47,6 @@ from perpdesk.domain import (
     OrderType,
     PositionSide,
     Side,
-    TimeInForce,
     Timer,
     Trade,
     to_decimal,
@@ -65,7 +64,7 @@ from perpdesk.sim.account import Account
 from perpdesk.sim.costs import Costs
 from perpdesk.sim.engine import _to_lot, _to_tick, check_arrival, check_order, reducible_qty
 from perpdesk.sim.fills import Execution, FillModel, Quote, TickFillModel, WorkingOrder
-from perpdesk.strategies.base import Strategy
+from perpdesk.strategies.base import OrderMethods, Strategy
 
 __all__ = ["PaperContext", "PaperVenue", "merge_streams"]
 
@@ -538,7 +537,7 @@ async def merge_streams(*streams: AsyncIterator[Any]) -> AsyncIterator[Any]:
                 await t
 
 
-class PaperContext:
+class PaperContext(OrderMethods):
     """:class:`~perpdesk.strategies.base.Context` of a :class:`PaperVenue`: orders go to the
     venue at once; client ids are ``<strategy_id>-<n>``."""
 
@@ -570,128 +569,40 @@ class PaperContext:
         q = self._v._quotes.get(symbol)
         return math.nan if q is None else q.last_price
 
-    def _submit(self, client_order_id: str | None, **kw: Any) -> str:
+    def _send(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        *,
+        client_order_id: str | None = None,
+        **kw: Any,
+    ) -> str:
+        """Build the order and hand it to the venue at once."""
         sid = self._v.strategy.strategy_id if self._v.strategy is not None else "paper"
         if client_order_id is None:
             self._n += 1
             client_order_id = f"{sid}-{self._n}"
         try:
             order = Order(
-                client_order_id, self._v.venue_id, ts_ns=self.now_ns, strategy_id=sid, **kw
+                client_order_id,
+                self._v.venue_id,
+                symbol,
+                side,
+                float(qty_base),
+                ts_ns=self.now_ns,
+                strategy_id=sid,
+                **kw,
             )
         except ValueError as e:
             raise VenueError(str(e)) from None
         self._v.submit(order)
         return client_order_id
 
-    def market(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A market order."""
-        return self._submit(
-            client_order_id,
-            symbol=symbol,
-            side=side,
-            qty_base=qty_base,
-            type=OrderType.MARKET,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-        )
-
-    def limit(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float,
-        price: float,
-        *,
-        tif: TimeInForce = TimeInForce.GTC,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A limit order."""
-        return self._submit(
-            client_order_id,
-            symbol=symbol,
-            side=side,
-            qty_base=qty_base,
-            type=OrderType.LIMIT,
-            price=price,
-            tif=tif,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-        )
-
-    def post_only(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float,
-        price: float,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A post-only limit order."""
-        return self.limit(
-            symbol,
-            side,
-            qty_base,
-            price,
-            tif=TimeInForce.POST_ONLY,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-            client_order_id=client_order_id,
-        )
-
-    def stop_market(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float,
-        stop_price: float,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A stop-market order."""
-        return self._submit(
-            client_order_id,
-            symbol=symbol,
-            side=side,
-            qty_base=qty_base,
-            type=OrderType.STOP_MARKET,
-            stop_price=stop_price,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-        )
-
     def cancel(self, client_order_id: str) -> bool:
         """Cancel at once; False when not open."""
         po = self._v._orders.get(client_order_id)
         return po is not None and self._v._cancel(po)
-
-    def cancel_all(self, symbol: str | None = None) -> int:
-        """Cancel every open order (of ``symbol``)."""
-        return sum(self.cancel(o.client_order_id) for o in self.open_orders(symbol))
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Orders still working, in submission order."""

@@ -75,7 +75,7 @@ from perpdesk.sim.fills import BarFillModel, Execution, FillModel, Quote, Workin
 from perpdesk.sim.replay import BAR, BOOK, FUNDING, MARK, OI, TRADE, Chunk, Replay, StreamSpec
 from perpdesk.sim.replay import event_maker as _event_maker
 from perpdesk.sim.replay import events_maker as _events_maker
-from perpdesk.strategies.base import Strategy, overridden
+from perpdesk.strategies.base import OrderMethods, Strategy, overridden
 
 DEC_TYPE = pa.decimal128(38, 18)
 _Q18 = Decimal("1e-18")
@@ -279,7 +279,7 @@ def _to_lot(qty: float, lot: float) -> Decimal:
 # --------------------------------------------------------------------- context
 
 
-class SimContext:
+class SimContext(OrderMethods):
     """The engine's implementation of :class:`perpdesk.strategies.base.Context`."""
 
     def __init__(self, engine: Engine) -> None:
@@ -308,115 +308,13 @@ class SimContext:
         """Last traded price / bar close of ``symbol`` known now (NaN if none)."""
         return self._e.quote(symbol).last_price
 
-    def market(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float | Decimal,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A market order. ``qty_base``: a float (snapped to the lot grid when within 1e-6
-        lot of it) or an exact ``Decimal`` multiple of the lot (see :func:`snap_qty`)."""
-        return self._e.submit(
-            symbol,
-            side,
-            qty_base,
-            type=OrderType.MARKET,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-            client_order_id=client_order_id,
-        )
-
-    def limit(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float | Decimal,
-        price: float,
-        *,
-        tif: TimeInForce = TimeInForce.GTC,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A limit order (GTC, IOC or POST_ONLY)."""
-        return self._e.submit(
-            symbol,
-            side,
-            qty_base,
-            type=OrderType.LIMIT,
-            price=price,
-            tif=tif,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-            client_order_id=client_order_id,
-        )
-
-    def post_only(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float | Decimal,
-        price: float,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A post-only limit order."""
-        return self.limit(
-            symbol,
-            side,
-            qty_base,
-            price,
-            tif=TimeInForce.POST_ONLY,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-            client_order_id=client_order_id,
-        )
-
-    def stop_market(
-        self,
-        symbol: str,
-        side: Side,
-        qty_base: float | Decimal,
-        stop_price: float,
-        *,
-        reduce_only: bool = False,
-        position_side: PositionSide = PositionSide.BOTH,
-        label: str = "",
-        client_order_id: str | None = None,
-    ) -> str:
-        """A stop-market order."""
-        return self._e.submit(
-            symbol,
-            side,
-            qty_base,
-            type=OrderType.STOP_MARKET,
-            stop_price=stop_price,
-            reduce_only=reduce_only,
-            position_side=position_side,
-            label=label,
-            client_order_id=client_order_id,
-        )
+    def _send(self, symbol: str, side: Side, qty_base: float | Decimal, **kw: Any) -> str:
+        """Orders go to :meth:`Engine.submit` (checked there; arrive after the latency)."""
+        return self._e.submit(symbol, side, qty_base, **kw)
 
     def cancel(self, client_order_id: str) -> bool:
         """Request a cancel (travels with the latency)."""
         return self._e.cancel(client_order_id)
-
-    def cancel_all(self, symbol: str | None = None) -> int:
-        """Cancel every open order (of ``symbol``)."""
-        ids = [o.client_order_id for o in self.open_orders(symbol)]
-        return sum(self._e.cancel(i) for i in ids)
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Orders sent and not yet done, in submission order."""

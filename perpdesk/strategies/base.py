@@ -23,6 +23,7 @@ context shows is as of the events delivered so far.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
 from perpdesk.domain import (
@@ -34,6 +35,7 @@ from perpdesk.domain import (
     MarkPrice,
     OpenInterest,
     Order,
+    OrderType,
     PositionSide,
     Side,
     TimeInForce,
@@ -80,7 +82,7 @@ class Context(Protocol):
         self,
         symbol: str,
         side: Side,
-        qty_base: float,
+        qty_base: float | Decimal,
         *,
         reduce_only: bool = False,
         position_side: PositionSide = PositionSide.BOTH,
@@ -94,7 +96,7 @@ class Context(Protocol):
         self,
         symbol: str,
         side: Side,
-        qty_base: float,
+        qty_base: float | Decimal,
         price: float,
         *,
         tif: TimeInForce = TimeInForce.GTC,
@@ -110,7 +112,7 @@ class Context(Protocol):
         self,
         symbol: str,
         side: Side,
-        qty_base: float,
+        qty_base: float | Decimal,
         price: float,
         *,
         reduce_only: bool = False,
@@ -125,7 +127,7 @@ class Context(Protocol):
         self,
         symbol: str,
         side: Side,
-        qty_base: float,
+        qty_base: float | Decimal,
         stop_price: float,
         *,
         reduce_only: bool = False,
@@ -155,6 +157,139 @@ class Context(Protocol):
     def set_interval(self, every_ns: int, name: str, start_ns: int | None = None) -> None:
         """Call ``on_timer`` every ``every_ns`` from ``start_ns`` (default: now + every)."""
         ...
+
+
+class OrderMethods:
+    """The order methods of :class:`Context` written once, for every implementation
+    (simulated, paper, live): each builds its request and hands it to ``_send``, which the
+    implementation provides (validation, ids and routing are its business)."""
+
+    def _send(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        *,
+        type: OrderType,
+        price: float | None = None,
+        stop_price: float | None = None,
+        tif: TimeInForce = TimeInForce.GTC,
+        reduce_only: bool = False,
+        position_side: PositionSide = PositionSide.BOTH,
+        label: str = "",
+        client_order_id: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def market(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        *,
+        reduce_only: bool = False,
+        position_side: PositionSide = PositionSide.BOTH,
+        label: str = "",
+        client_order_id: str | None = None,
+    ) -> str:
+        """A market order; returns its client id."""
+        return self._send(
+            symbol,
+            side,
+            qty_base,
+            type=OrderType.MARKET,
+            reduce_only=reduce_only,
+            position_side=position_side,
+            label=label,
+            client_order_id=client_order_id,
+        )
+
+    def limit(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        price: float,
+        *,
+        tif: TimeInForce = TimeInForce.GTC,
+        reduce_only: bool = False,
+        position_side: PositionSide = PositionSide.BOTH,
+        label: str = "",
+        client_order_id: str | None = None,
+    ) -> str:
+        """A limit order (GTC, IOC or POST_ONLY); returns its client id."""
+        return self._send(
+            symbol,
+            side,
+            qty_base,
+            type=OrderType.LIMIT,
+            price=price,
+            tif=tif,
+            reduce_only=reduce_only,
+            position_side=position_side,
+            label=label,
+            client_order_id=client_order_id,
+        )
+
+    def post_only(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        price: float,
+        *,
+        reduce_only: bool = False,
+        position_side: PositionSide = PositionSide.BOTH,
+        label: str = "",
+        client_order_id: str | None = None,
+    ) -> str:
+        """A post-only limit order (Binance GTX); returns its client id."""
+        return self.limit(
+            symbol,
+            side,
+            qty_base,
+            price,
+            tif=TimeInForce.POST_ONLY,
+            reduce_only=reduce_only,
+            position_side=position_side,
+            label=label,
+            client_order_id=client_order_id,
+        )
+
+    def stop_market(
+        self,
+        symbol: str,
+        side: Side,
+        qty_base: float | Decimal,
+        stop_price: float,
+        *,
+        reduce_only: bool = False,
+        position_side: PositionSide = PositionSide.BOTH,
+        label: str = "",
+        client_order_id: str | None = None,
+    ) -> str:
+        """A stop-market order; returns its client id."""
+        return self._send(
+            symbol,
+            side,
+            qty_base,
+            type=OrderType.STOP_MARKET,
+            stop_price=stop_price,
+            reduce_only=reduce_only,
+            position_side=position_side,
+            label=label,
+            client_order_id=client_order_id,
+        )
+
+    def open_orders(self, symbol: str | None = None) -> list[Order]:
+        raise NotImplementedError
+
+    def cancel(self, client_order_id: str) -> bool:
+        raise NotImplementedError
+
+    def cancel_all(self, symbol: str | None = None) -> int:
+        """Cancel every open order (of ``symbol``); returns how many were cancelled."""
+        return sum(self.cancel(o.client_order_id) for o in self.open_orders(symbol))
 
 
 class Strategy:
