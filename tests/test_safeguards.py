@@ -157,6 +157,18 @@ def test_kill_switch_allows_only_real_reductions() -> None:
     assert dict(s.positions_usd) == {}
 
 
+def test_a_disabled_layer_may_only_reduce() -> None:
+    s = state({("carry", "BTCUSDT"): D(10_000)}, disabled_layers={"carry"})
+    assert rule(order("2000"), s) == "layer_disabled"
+    assert rule(order("2000", Side.SELL), s) == "layer_disabled"  # a plain sell is not an exit
+    assert rule(order("2000", Side.SELL, reduce_only=True), s) == "ok"
+    # other layers are unaffected, and the flag survives apply_order
+    assert rule(order("2000", layer="cascade", symbol="ETHUSDT"), s) == "ok"
+    after = apply_order(s, order("2000", layer="cascade", symbol="ETHUSDT"))
+    assert after.disabled_layers == frozenset({"carry"})
+    assert rule(order("2000", cid="o2"), after) == "layer_disabled"
+
+
 def test_live_orders_need_the_flag_and_the_layer() -> None:
     assert rule(order("2000", live=True), state()) == "live_disabled"
     assert rule(order("2000", live=False), state()) == "ok"

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from perpdesk.app.cli import app
@@ -35,7 +36,7 @@ from perpdesk.store import (
     status_payload,
     write_snapshot,
 )
-from perpdesk.store.models import Base
+from perpdesk.store.models import Base, EventRow
 
 D = Decimal
 PG_BASE = os.environ.get(
@@ -397,3 +398,40 @@ def test_cli_init_db_and_status(url: str, tmp_path: Path, monkeypatch: pytest.Mo
     # equity 10,000 − 20,000 − 8 + 0.5 × 40,100 = 10,042; cash 10,000 − 8 = 9,992
     assert "10,042.00" in out and "9,992.00" in out and "20,050.00" in out
     assert "BTCUSDT" in out and "carry" in out and "50,000.00" in out  # carry cap 50 % of 100k
+
+
+def test_cli_kill_switch_and_layers(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`perpdesk kill-switch on|off` and `perpdesk layer enable|disable NAME` write the ledger
+    (the runner reads both every cycle); bad words and unknown layers get one clear line."""
+    for k in list(os.environ):
+        if k.startswith("PERPDESK_") and k != "PERPDESK_TEST_PG_URL":
+            monkeypatch.delenv(k)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    assert runner.invoke(app, ["init-db", "--url", url]).exit_code == 0
+    r = runner.invoke(app, ["kill-switch", "on", "--reason", "exchange incident", "--url", url])
+    assert r.exit_code == 0, r.output
+    with Ledger(url) as led:
+        assert led.kill_switch() is True
+    r = runner.invoke(app, ["status", "--url", url])
+    assert "ON (halted)" in r.output
+    r = runner.invoke(app, ["kill-switch", "off", "--url", url])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["layer", "disable", "grid", "--url", url])
+    assert r.exit_code == 0, r.output
+    with Ledger(url) as led:
+        assert led.kill_switch() is False
+        assert led.layers() == {"grid": False}
+        with Session(led.engine) as s:
+            kinds = list(s.scalars(select(EventRow.kind)))
+    assert kinds.count("KILL_SWITCH") == 2 and kinds.count("LAYER") == 1
+    r = runner.invoke(app, ["kill-switch", "maybe", "--url", url])
+    assert r.exit_code != 0 and "say on or off" in str(r.exception)
+    r = runner.invoke(app, ["layer", "disable", "nosuch", "--url", url])
+    msg = str(r.exception)
+    assert r.exit_code != 0 and "unknown" in msg and "carry" in msg and "\n" not in msg
+    with Ledger(url) as led:  # the refused commands wrote nothing
+        assert led.layers() == {"grid": False} and led.kill_switch() is False

@@ -129,3 +129,70 @@ def status_cmd(config: ConfigOpt = None, url: UrlOpt = None) -> None:
     _emit(summary)
     _emit(positions)
     _emit(layers)
+
+
+OnOff = Annotated[
+    str, typer.Argument(help="on (halt: flatten every position, open nothing) or off.")
+]
+ReasonOpt = Annotated[str, typer.Option("--reason", help="Why (recorded in the ledger's events).")]
+
+
+@store_app.command("kill-switch")
+def kill_switch_cmd(
+    state: OnOff, reason: ReasonOpt = "", config: ConfigOpt = None, url: UrlOpt = None
+) -> None:
+    """Turn the kill switch on or off in the ledger. A running runner reads it every cycle: on
+    means it closes every pair (reduce-only orders) and opens nothing until it is off again.
+    The switch persists across restarts."""
+    import time
+
+    from perpdesk.errors import PerpdeskError
+    from perpdesk.store import Ledger, safe_url
+
+    word = state.strip().lower()
+    if word not in ("on", "off"):
+        raise PerpdeskError(f"kill-switch {state!r}: say on or off")
+    register_env_secrets()
+    settings = load_settings(config)
+    target = ledger_url(settings, url)
+    now = time.time_ns()
+    with Ledger(target) as ledger:
+        ledger.set_kill_switch(word == "on", now, reason)
+        ledger.record_event(
+            "KILL_SWITCH", f"kill switch {word} (perpdesk kill-switch)", now, {"reason": reason}
+        )
+    _emit(f"kill switch {word.upper()} in {safe_url(target)}")
+
+
+@store_app.command("layer")
+def layer_cmd(
+    action: Annotated[str, typer.Argument(help="enable or disable.")],
+    name: Annotated[str, typer.Argument(help="Layer name, one of [risk.layer_allocation_pct].")],
+    reason: ReasonOpt = "",
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+) -> None:
+    """Enable or disable one strategy layer in the ledger. A disabled layer's opening orders
+    are rejected by the safeguards (its reduce-only exits still pass); persists across
+    restarts."""
+    import time
+
+    from perpdesk.errors import PerpdeskError
+    from perpdesk.store import Ledger, safe_url
+
+    act = action.strip().lower()
+    if act not in ("enable", "disable"):
+        raise PerpdeskError(f"layer {action!r}: say enable or disable")
+    register_env_secrets()
+    settings = load_settings(config)
+    known = sorted(settings.risk.layer_allocation_pct.model_dump())
+    if name not in known:
+        raise PerpdeskError(f"layer {name!r}: unknown (known: {', '.join(known)})")
+    target = ledger_url(settings, url)
+    now = time.time_ns()
+    with Ledger(target) as ledger:
+        ledger.set_layer(name, act == "enable", now, reason)
+        ledger.record_event(
+            "LAYER", f"layer {name} {act}d (perpdesk layer)", now, {"reason": reason}
+        )
+    _emit(f"layer {name} {act}d in {safe_url(target)}")

@@ -120,6 +120,8 @@ class PortfolioState:
     notional USD (working orders included, see the module doc). ``daily_pnl_usd`` is the PnL
     since 00:00 UTC (realised + unrealised + funding − fees). ``kill_switch`` halts trading
     except reduce-only orders. ``seen_client_order_ids`` holds every id already submitted.
+    ``disabled_layers`` (``perpdesk layer disable NAME``) may only reduce: their opening
+    orders are rejected, their reduce-only exits pass.
     """
 
     bankroll_usd: Decimal
@@ -127,6 +129,7 @@ class PortfolioState:
     daily_pnl_usd: Decimal = Decimal(0)
     kill_switch: bool = False
     seen_client_order_ids: frozenset[str] = frozenset()
+    disabled_layers: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bankroll_usd", _dec(self.bankroll_usd, "state bankroll_usd"))
@@ -137,6 +140,7 @@ class PortfolioState:
         }
         object.__setattr__(self, "positions_usd", MappingProxyType(pos))
         object.__setattr__(self, "seen_client_order_ids", frozenset(self.seen_client_order_ids))
+        object.__setattr__(self, "disabled_layers", frozenset(self.disabled_layers))
 
     def position_usd(self, layer: str, symbol: str) -> Decimal:
         """Signed notional of ``layer`` in ``symbol`` (0 when flat)."""
@@ -256,7 +260,7 @@ def check_order(order: OrderRequest, state: PortfolioState, limits: Limits) -> D
     Rules, in the order they are checked (``Decision.rule``): ``invalid``, ``duplicate_id``,
     ``unknown_layer``, ``live_disabled``, ``layer_not_live``, ``reduce_only`` (halted and
     the order is not reduce-only / a reduce-only order that would not reduce),
-    ``max_position``, ``max_deployed``, ``layer_allocation``, ``min_position``.
+    ``layer_disabled``, ``max_position``, ``max_deployed``, ``layer_allocation``, ``min_position``.
     """
     cid = order.client_order_id
     if not cid or not cid.strip():
@@ -294,6 +298,11 @@ def check_order(order: OrderRequest, state: PortfolioState, limits: Limits) -> D
     halted, why = is_halted(state, limits)
     if halted:
         return _no("reduce_only", f"order {cid}: halted ({why}); only reduce-only orders pass")
+    if order.layer in state.disabled_layers:
+        return _no(
+            "layer_disabled",
+            f"order {cid}: layer {order.layer!r} is disabled; only reduce-only orders pass",
+        )
 
     bank = state.bankroll_usd
     new_pos = pos + delta
@@ -350,6 +359,7 @@ def apply_order(state: PortfolioState, order: OrderRequest) -> PortfolioState:
         daily_pnl_usd=state.daily_pnl_usd,
         kill_switch=state.kill_switch,
         seen_client_order_ids=state.seen_client_order_ids | {order.client_order_id},
+        disabled_layers=state.disabled_layers,
     )
 
 
