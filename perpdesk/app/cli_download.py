@@ -26,11 +26,17 @@ def data_download(
         ),
     ],
     symbols: Annotated[
-        str, typer.Option(help="Comma-separated exchange symbols, e.g. BTCUSDT,ETHUSDT.")
+        str,
+        typer.Option(
+            help="Comma-separated symbols, e.g. BTCUSDT,ETHUSDT (the same names on every "
+            "exchange; exchange ids like BTC-USDT-SWAP and ccxt symbols work too)."
+        ),
     ],
     since: Annotated[str, typer.Option(help="Start (UTC), YYYY-MM-DD[THH:MM].")],
     catalog: Annotated[Path, typer.Option("--catalog", help="Catalog root to write into.")],
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id.")] = "binanceusdm",
+    exchange: Annotated[
+        str, typer.Option(help="ccxt exchange id: binanceusdm, bybit, okx.")
+    ] = "binanceusdm",
     until: Annotated[
         str | None, typer.Option(help="End (UTC, exclusive), YYYY-MM-DD[THH:MM]; default now.")
     ] = None,

@@ -11,8 +11,26 @@ import typer
 from rich.table import Table
 
 from perpdesk.app.common import ConfigOpt, console
+from perpdesk.errors import PerpdeskError
 
 scan_app = typer.Typer()
+
+
+def parse_api_urls(text: str | None, exchanges: list[str]) -> dict[str, str | None]:
+    """``--api-url``: one URL for every exchange, or ``id=url,id=url`` per exchange (the
+    others use their real hosts). For loopback fakes and proxies."""
+    if not text:
+        return dict.fromkeys(exchanges)
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not any("=" in x for x in parts):
+        return dict.fromkeys(exchanges, text.strip())
+    urls: dict[str, str | None] = dict.fromkeys(exchanges)
+    for part in parts:
+        ex_id, sep, url = part.partition("=")
+        if not sep or ex_id.strip() not in urls:
+            raise PerpdeskError(f"--api-url {part!r}: expected id=url with id one of {exchanges}")
+        urls[ex_id.strip()] = url.strip()
+    return urls
 
 
 def scan_table(ts_ns: int, rows: list, top: int) -> Table:
@@ -61,10 +79,15 @@ def scan_table(ts_ns: int, rows: list, top: int) -> Table:
 @scan_app.command("scan")
 def scan_cmd(
     exchanges: Annotated[
-        str, typer.Option(help="Comma-separated ccxt exchange ids.")
+        str,
+        typer.Option(help="Comma-separated ccxt exchange ids: binanceusdm, bybit, okx."),
     ] = "binanceusdm",
     symbols: Annotated[
-        str | None, typer.Option(help="Comma-separated symbols (default: all perps).")
+        str | None,
+        typer.Option(
+            help="Comma-separated symbols, e.g. BTCUSDT (default: all linear perps); "
+            "exchange ids (BTC-USDT-SWAP) and ccxt symbols (BTC/USDT:USDT) work too."
+        ),
     ] = None,
     top: Annotated[int, typer.Option(help="Rows to show besides the candidates.")] = 25,
     oi_top: Annotated[int, typer.Option(help="Fetch open interest for this many top rows.")] = 10,
@@ -75,11 +98,13 @@ def scan_cmd(
     ] = 0,
     config: ConfigOpt = None,
     api_url: Annotated[
-        str | None, typer.Option(hidden=True, help="Override the REST API host.")
+        str | None,
+        typer.Option(hidden=True, help="Override the REST API host: one URL, or id=url,id=url."),
     ] = None,
 ) -> None:
-    """Rank every perpetual for funding carry by the configured rules: funding annualised
-    with each symbol's own interval, basis, 24h volume, open interest; candidates in green."""
+    """Rank every linear perpetual of the venues for funding carry by the configured rules:
+    funding annualised with each symbol's own interval, basis, 24h volume, open interest;
+    candidates in green."""
     from perpdesk.config import load_settings
     from perpdesk.data.catalog import Catalog
     from perpdesk.data.sources.ccxt_download import CcxtDownloader
@@ -93,11 +118,10 @@ def scan_cmd(
         s.carry.min_quote_volume_24h_usd,
         s.carry.max_positions,
     )
-    url = api_url or os.environ.get("PERPDESK_DOWNLOAD_API_URL")
+    ids = [e.strip() for e in exchanges.split(",") if e.strip()]
+    urls = parse_api_urls(api_url or os.environ.get("PERPDESK_DOWNLOAD_API_URL"), ids)
     cat = Catalog(Path(s.paths.data_dir).expanduser())
-    clients = [
-        CcxtDownloader(e.strip(), cat, api_url=url) for e in exchanges.split(",") if e.strip()
-    ]
+    clients = [CcxtDownloader(e, cat, api_url=urls[e]) for e in ids]
     syms = [x.strip() for x in symbols.split(",") if x.strip()] if symbols else None
     n = 0
     while True:

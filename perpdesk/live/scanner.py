@@ -1,11 +1,16 @@
-"""The carry scanner: every perpetual of the configured venues, ranked for funding carry.
+"""The carry scanner: every linear perpetual of the configured venues, ranked for funding carry.
 
-One scan reads, per venue, the current funding estimate with each symbol's own interval
-(ccxt ``fetch_funding_rates`` + funding intervals; Binance ``/fapi/v1/premiumIndex`` and
-``/fapi/v1/fundingInfo``), 24 h quote volume (``fetch_tickers``; Binance
-``/fapi/v1/ticker/24hr``), mark and index price, and open interest for the top rows
-(``fetch_open_interest``; Binance ``/fapi/v1/openInterest`` is one call per symbol, so it
-is fetched only where it is shown).
+One scan reads, per venue (``binanceusdm``, ``bybit``, ``okx`` through the same ccxt calls
+of :class:`~perpdesk.data.sources.ccxt_download.CcxtDownloader`), the current funding
+estimate with each symbol's own interval (ccxt ``fetch_funding_rates``: Binance
+``/fapi/v1/premiumIndex`` + ``/fapi/v1/fundingInfo`` (8 h unless listed); Bybit
+``/v5/market/tickers`` + the instrument's ``fundingInterval`` in minutes; OKX
+``/api/v5/public/funding-rate`` with interval ``nextFundingTime − fundingTime``), 24 h
+quote volume (``fetch_tickers``; OKX gives base volume only for swaps: quote ≈ base × last),
+mark and index price (OKX: ``/public/mark-price`` and ``/market/index-tickers``), and open
+interest for the top rows (``fetch_open_interest``, one call per symbol, so it is fetched
+only where it is shown). Symbols are engine names, the same on every venue (``BTCUSDT``;
+:func:`~perpdesk.data.sources.ccxt_download.engine_symbol`); ``unified`` is ccxt's.
 
 Annualised funding ``ann_pct = rate × 24 / interval_h × 365 × 100`` (the symbol's own
 interval, :func:`perpdesk.domain.annualise_rate`); basis ``basis_bps = (mark / index − 1)
@@ -46,6 +51,8 @@ class ScanRow:
     open_interest_usd: float
     candidate: bool
     note: str
+    unified: str = ""
+    """ccxt's unified symbol (``BTC/USDT:USDT``)."""
 
 
 def _f(x: object) -> float:
@@ -118,6 +125,7 @@ def scan_venue(
                 open_interest_usd=oi.get(s.symbol, math.nan),
                 candidate=bool(enter[i]),
                 note=note,
+                unified=s.unified or "",
             )
         )
     return rows

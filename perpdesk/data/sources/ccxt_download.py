@@ -1,11 +1,25 @@
 """History downloader on ccxt: funding, OHLCV and open interest → the Parquet catalog.
 
-Any ccxt exchange with the unified methods works; ``binanceusdm`` is the tested one.
+Any ccxt exchange with the unified methods works; ``binanceusdm``, ``bybit`` and ``okx``
+are the tested ones (against loopback fakes fed with recorded responses).
+
+Symbols: the engine names a perpetual by the exchange's id where that id has no separator
+(``BTCUSDT`` on Binance and Bybit) and by the id without ``-SWAP`` and dashes on OKX
+(``BTC-USDT-SWAP`` → ``BTCUSDT``): :func:`engine_symbol`. Every method takes an engine name,
+an exchange id or a ccxt unified symbol (``BTC/USDT:USDT``) and reports engine names; the
+catalog stores rows under the engine name (``okx/funding/BTCUSDT``). Only perpetuals are
+loaded on Bybit (``category=linear``) and OKX (``instType=SWAP``).
 
 Datasets (``parse_datasets("funding,ohlcv:5m,open_interest:1h")``):
 
 - ``funding`` → ``funding`` via ``fetch_funding_rate_history`` (rate as a fraction per
-  settlement, as the exchange quotes it). Settlement times are rounded to the nearest
+  settlement, as the exchange quotes it; on OKX ccxt's rate is ``realizedRate``, the rate
+  actually settled). Binance pages forward (``startTime`` → the oldest ``limit`` rows);
+  Bybit (``/v5/market/funding/history``: "passing only endTime returns 200 records up till
+  endTime", newest first) and OKX (``/api/v5/public/funding-rate-history``: newest first,
+  ``before``/``after`` cursors) answer the *newest* ``limit`` rows of a window, so there the
+  window is paged backward from its end (:data:`END_ANCHORED_FUNDING`); rows per request
+  200 on Bybit, 100 on OKX. Settlement times are rounded to the nearest
   whole second (Binance stamps them a few ms late, as in
   :mod:`perpdesk.data.sources.funding`). ``funding_interval_h`` is **inferred from the
   settlement spacing**: each settlement's interval is the gap to the previous settlement
@@ -67,7 +81,28 @@ MS_PER_H = 3_600_000
 DAY_MS = 86_400_000
 
 DEFAULT_VENUE = {"binanceusdm": "binance", "binancecoinm": "binance", "binance": "binance"}
-"""Catalog venue name per ccxt exchange id (others use the exchange id)."""
+"""Catalog venue name per ccxt exchange id (others use the exchange id: ``bybit``, ``okx``)."""
+
+VENUE_PAGE_LIMITS = {
+    "bybit": {"funding": 200, "ohlcv": 1000, "open_interest": 200},
+    "okx": {"funding": 100, "ohlcv": 100, "open_interest": 100},
+}
+"""Rows per request where they differ from Binance's: Bybit funding history ``limit``
+[1, 200]; OKX funding-rate-history at most 100 (OKX v5 docs)."""
+
+END_ANCHORED_FUNDING = frozenset({"bybit", "okx"})
+"""Exchanges whose funding-history endpoint answers the newest ``limit`` rows of the asked
+window (module doc): paged backward."""
+
+PERP_MARKET_TYPES = {"bybit": ["linear"], "okx": ["swap"]}
+"""ccxt ``options['fetchMarkets']['types']`` set here: only the perpetual markets are loaded
+(Bybit: ``/v5/market/instruments-info?category=linear``; OKX:
+``/api/v5/public/instruments?instType=SWAP``) instead of spot, inverse and options too."""
+
+VOLUME_IN_CONTRACTS = frozenset({"okx"})
+"""Exchanges whose ticker volume ccxt passes as ``baseVolume`` counts contracts (OKX v5
+tickers: "vol24h: 24h trading volume, with a unit of contract"): base units = contracts ×
+``contractSize`` (``ctVal``)."""
 
 OI_LOOKBACK_MS = {"binanceusdm": 30 * DAY_MS, "binancecoinm": 30 * DAY_MS}
 """How far back an exchange serves open-interest statistics (Binance: "only the data of
@@ -87,6 +122,24 @@ BINANCE_DEFAULT_INTERVAL_H = 8
 the others settle every 8 h."""
 
 _TF_RE = re.compile(r"^\d+[smhdw]$")
+_HOURS_RE = re.compile(r"^(\d+)h$")
+
+
+def engine_symbol(market: dict[str, Any]) -> str:
+    """Our name of a ccxt market: the exchange id, except OKX-style swap ids with dashes,
+    which lose ``-SWAP`` and the dashes (``BTC-USDT-SWAP`` → ``BTCUSDT``), so a perpetual has
+    the same name on Binance, Bybit and OKX."""
+    mid = str(market["id"])
+    if market.get("swap") and "-" in mid:
+        return mid.removesuffix("-SWAP").replace("-", "")
+    return mid
+
+
+def _interval_hours(text: Any) -> int | None:
+    """``"8h"`` → 8 (ccxt's funding ``interval``); None for anything else (``"0h"``, a raw
+    millisecond difference ccxt could not name)."""
+    m = _HOURS_RE.match(str(text or ""))
+    return int(m.group(1)) or None if m else None
 
 
 class DownloadError(PerpdeskError):
@@ -192,8 +245,10 @@ def _retry_after_s(headers: Any) -> float | None:
 @dataclass(frozen=True, slots=True)
 class Ticker24h:
     """Rolling 24 h statistics of one market (ccxt ``fetch_tickers``; Binance
-    ``/fapi/v1/ticker/24hr``). Prices in quote currency, ``volume_base`` in base units,
-    ``volume_quote`` in quote currency, ``change_pct`` in percent."""
+    ``/fapi/v1/ticker/24hr``, Bybit ``/v5/market/tickers``, OKX ``/api/v5/market/tickers``).
+    Prices in quote currency, ``volume_base`` in base units, ``volume_quote`` in quote
+    currency, ``change_pct`` in percent. OKX gives no 24 h quote turnover for swaps: there
+    ``volume_quote ≈ volume_base × last_px`` and ``quote_volume_approx`` is True."""
 
     symbol: str
     ts_ns: int
@@ -205,6 +260,7 @@ class Ticker24h:
     volume_base: float | None
     volume_quote: float | None
     change_pct: float | None
+    quote_volume_approx: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +280,8 @@ class FundingSnapshot:
     interest_rate: float | None
     funding_interval_h: int | None
     interval_source: str | None
+    unified: str | None = None
+    """ccxt's unified symbol (``BTC/USDT:USDT``), the same on every venue."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,14 +419,22 @@ class CcxtDownloader:
         if ex.id.startswith("binance"):
             # fetchCurrencies is a private sapi call: with API keys load_markets would make it
             ex.options["fetchCurrencies"] = False
+        fetch_markets = ex.options.get("fetchMarkets")
+        if ex.id in PERP_MARKET_TYPES and isinstance(fetch_markets, dict):
+            ex.options["fetchMarkets"] = {**fetch_markets, "types": PERP_MARKET_TYPES[ex.id]}
         if api_url:
             point_ccxt_at(ex, api_url)
         self.catalog = catalog
         self.venue = venue or DEFAULT_VENUE.get(ex.id, ex.id)
         self.retry = retry or RetryPolicy()
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
-        self.page_limits = {**DEFAULT_PAGE_LIMITS, **(page_limits or {})}
+        self.page_limits = {
+            **DEFAULT_PAGE_LIMITS,
+            **VENUE_PAGE_LIMITS.get(ex.id, {}),
+            **(page_limits or {}),
+        }
         self._markets_loaded = False
+        self._perps: dict[str, dict[str, Any]] = {}
         self._intervals: dict[str, int] | None = None
 
     # -- plumbing ---------------------------------------------------------------------
@@ -415,15 +481,26 @@ class CcxtDownloader:
             self._call(lambda: ex.load_markets(reload=True), f"{ex.id} load_markets")
             if not ex.markets:
                 raise DownloadError(f"{ex.id} load_markets: the exchange listed no markets")
+            perps: dict[str, dict[str, Any]] = {}
+            for m in ex.markets.values():
+                if not m.get("swap"):
+                    continue
+                name = engine_symbol(m)
+                if name not in perps or (m.get("linear") and not perps[name].get("linear")):
+                    perps[name] = m
+            self._perps = perps
             self._markets_loaded = True
 
     def market(self, symbol: str) -> dict[str, Any]:
-        """The ccxt market of ``symbol``: an exchange id (``BTCUSDT``, the perpetual is
-        preferred) or a unified symbol (``BTC/USDT:USDT``)."""
+        """The ccxt market of ``symbol``: a unified symbol (``BTC/USDT:USDT``), an engine
+        name (``BTCUSDT``, :func:`engine_symbol`; the linear perpetual is preferred) or an
+        exchange id (``BTC-USDT-SWAP``; the perpetual is preferred)."""
         self.load_markets()
         ex = self.exchange
         if symbol in ex.markets:
             return ex.markets[symbol]
+        if symbol in self._perps:
+            return self._perps[symbol]
         candidates = ex.markets_by_id.get(symbol) or []
         if not candidates:
             raise DownloadError(f"{ex.id} {symbol}: unknown symbol (not in the exchange's markets)")
@@ -477,7 +554,7 @@ class CcxtDownloader:
         ex = self.exchange
         where = f"{ex.id} {symbol} {req.label}"
         market = self.market(symbol)
-        sym_id = market["id"]
+        sym_id = engine_symbol(market)
         res.symbol = sym_id
         now_ms = int(self.clock_ms())
         start_ms = -(-since_ns // NS_PER_MS)
@@ -515,7 +592,18 @@ class CcxtDownloader:
         done_ms = 0
         if on_progress:
             on_progress(req.label, sym_id, 0.0)
+        backward = req.kind == "funding" and ex.id in END_ANCHORED_FUNDING
         for lo_ms, hi_ms, prev_ns in segments:
+            if backward:
+
+                def progress(covered_ms: int, base: int = done_ms) -> None:
+                    if on_progress:
+                        on_progress(req.label, sym_id, min(1.0, (base + covered_ms) / total_ms))
+
+                done_ms += self._backward_segment(
+                    req, market, (lo_ms, hi_ms), prev_ns, now_ms, where, res, progress
+                )
+                continue
             cursor = lo_ms
             while cursor < hi_ms:
                 rows_ms, table, fetched = self._page(req, market, cursor, hi_ms, now_ms, where, res)
@@ -541,6 +629,78 @@ class CcxtDownloader:
         if on_progress:
             on_progress(req.label, sym_id, 1.0)
 
+    def _backward_segment(
+        self,
+        req: DatasetRequest,
+        market: dict[str, Any],
+        window_ms: tuple[int, int],
+        prev_ns: int | None,
+        now_ms: int,
+        where: str,
+        res: DownloadResult,
+        progress: Callable[[int], None],
+    ) -> int:
+        """Fetch the funding of ``[lo_ms, hi_ms)`` newest page first (exchanges that answer
+        the newest rows of a window); returns the ms covered. Each page is written as it
+        arrives, except its oldest settlement, whose interval needs the settlement before
+        it: that row goes out with the next (older) page, or at the end with ``prev_ns``
+        (the stored settlement before the segment) or, lacking that, the gap to the row
+        after it. An interrupted run leaves a contiguous stored tail, so a resume fetches
+        only the head.
+
+        Guard: when the first answer is a full page, the part of the window after its
+        newest row is asked once more; it must be empty (else the exchange answered the
+        oldest rows, and paging backward would silently skip the rest)."""
+        lo_ms, hi_ms = window_ms
+        sym_id = engine_symbol(market)
+        pending: pa.Table | None = None  # the oldest settlement seen, interval not yet known
+        pending_next: int | None = None  # the settlement after it (ns)
+        cur_hi = hi_ms
+        while cur_hi > lo_ms:
+            rows_ms, table, fetched = self._page(req, market, lo_ms, cur_hi, now_ms, where, res)
+            res.requests += 1
+            res.fetched_rows += fetched
+            if not rows_ms:
+                break
+            if min(rows_ms) >= cur_hi:  # pragma: no cover - exchange ignored the window
+                raise DownloadError(f"{where}: the exchange did not page back from {cur_hi} ms")
+            if (
+                cur_hi == hi_ms
+                and fetched >= self.page_limits[req.kind]
+                and max(rows_ms) + 1 < hi_ms
+            ):
+                later, _, _ = self._page(req, market, max(rows_ms) + 1, hi_ms, now_ms, where, res)
+                res.requests += 1
+                if later:
+                    raise DownloadError(
+                        f"{where}: the exchange answered the oldest rows of the window, not "
+                        "the newest: cannot page backward"
+                    )
+            if pending is not None:
+                table = pa.concat_tables([table, pending])
+            ts = table.column("ts_ns").to_numpy()
+            if ts.size > 1:
+                out, _ = self._funding_page(table.slice(1), int(ts[0]), sym_id, res, where)
+                self._write(out, req, sym_id, where, res)
+                pending_next = int(ts[1])
+            pending = table.slice(0, 1)
+            cur_hi = min(rows_ms)
+            progress(hi_ms - cur_hi)
+        if pending is not None:
+            out, _ = self._funding_page(pending, prev_ns, sym_id, res, where, pending_next)
+            self._write(out, req, sym_id, where, res)
+        return hi_ms - lo_ms
+
+    def _write(
+        self, table: pa.Table, req: DatasetRequest, sym_id: str, where: str, res: DownloadResult
+    ) -> None:
+        if table.num_rows:
+            try:
+                self.catalog.write(self.venue, req.catalog_dataset, sym_id, table)
+            except PerpdeskError as exc:
+                raise DownloadError(f"{where}: {exc}") from None
+            res._add(table.column("ts_ns").to_numpy())
+
     def _page(
         self,
         req: DatasetRequest,
@@ -557,9 +717,12 @@ class CcxtDownloader:
         sym = market["symbol"]
         limit = self.page_limits[req.kind]
         if req.kind == "funding":
+            # the window's end: ccxt's unified ``until`` (Binance and Bybit ``endTime``,
+            # inclusive); OKX's ``after`` ("records earlier than", exclusive)
+            until = {"after": hi_ms} if ex.id == "okx" else {"until": hi_ms - 1}
             out = self._call(
                 lambda: ex.fetch_funding_rate_history(
-                    sym, since=cursor_ms, limit=limit, params={"until": hi_ms - 1}
+                    sym, since=cursor_ms, limit=limit, params=until
                 ),
                 where,
             )
@@ -672,9 +835,12 @@ class CcxtDownloader:
         sym_id: str,
         res: DownloadResult,
         where: str,
+        next_ns: int | None = None,
     ) -> tuple[pa.Table, int | None]:
         """Add ``funding_interval_h`` (see the module doc) and validate; returns the table
-        and the last settlement time for the next page."""
+        and the last settlement time for the next page. ``prev_ns`` is the settlement
+        before the first row when known; without it the first row takes the gap to the
+        row after it (the next row, or ``next_ns``)."""
         ts = table.column("ts_ns").to_numpy()
         if ts.size == 0:
             return table, prev_ns
@@ -682,9 +848,14 @@ class CcxtDownloader:
         hours = np.full(ts.size, np.nan)
         if before is not None:
             hours = (ts - before) / (MS_PER_H * NS_PER_MS)
-        elif ts.size > 1:
-            gaps = np.diff(ts) / (MS_PER_H * NS_PER_MS)
-            hours = np.concatenate([gaps[:1], gaps])
+        else:
+            # gap to the row after each one (exact int64 ns differences), NaN for the last
+            # when nothing follows; the first row takes its own, the others the one before
+            gaps = np.full(ts.size, np.nan)
+            gaps[:-1] = np.diff(ts) / (MS_PER_H * NS_PER_MS)
+            if next_ns is not None:
+                gaps[-1] = (next_ns - int(ts[-1])) / (MS_PER_H * NS_PER_MS)
+            hours = np.concatenate([gaps[:1], gaps[:-1]])
         interval = np.zeros(ts.size, dtype=np.int32)
         for i, h in enumerate(hours):
             if math.isfinite(h) and float(h).is_integer() and round(h) in ALLOWED_INTERVALS_H:
@@ -713,6 +884,8 @@ class CcxtDownloader:
         if self._intervals is None:
             self._intervals = self.funding_intervals()
         h = self._intervals.get(sym_id)
+        if h is None:
+            h = self._stated_interval(sym_id, where)
         if h is None and self.exchange.id.startswith("binance"):
             h = BINANCE_DEFAULT_INTERVAL_H
         if h is None:
@@ -722,32 +895,56 @@ class CcxtDownloader:
             )
         return h
 
+    def _stated_interval(self, sym_id: str, where: str) -> int | None:
+        """The current interval (h) as the exchange states it for one perpetual: Bybit's
+        instrument ``fundingInterval`` (minutes, loaded with the markets), else ccxt
+        ``fetch_funding_rate``'s ``interval`` (OKX: ``nextFundingTime − fundingTime``)."""
+        m = self.market(sym_id)
+        minutes = (m.get("info") or {}).get("fundingInterval")
+        if self.exchange.id == "bybit" and minutes not in (None, ""):
+            h, rest = divmod(int(minutes), 60)
+            return h if h and not rest else None
+        ex = self.exchange
+        if not ex.id.startswith("binance") and ex.has.get("fetchFundingRate") is True:
+            r = self._call(lambda: ex.fetch_funding_rate(m["symbol"]), f"{where} funding rate")
+            return _interval_hours(r.get("interval"))
+        return None
+
     # -- snapshots ----------------------------------------------------------------------
     def _ids(self, symbols: Sequence[str] | None) -> list[str] | None:
         return None if symbols is None else [self.market(s)["symbol"] for s in symbols]
 
     def tickers_24h(self, symbols: Sequence[str] | None = None) -> list[Ticker24h]:
-        """24 h ticker statistics (all markets when ``symbols`` is None)."""
+        """24 h ticker statistics (all perpetual markets when ``symbols`` is None)."""
         self.load_markets()
         ex = self.exchange
         uni = self._ids(symbols)
-        out = self._call(lambda: ex.fetch_tickers(uni), f"{ex.id} tickers")
+        # without symbols ccxt picks the exchange's default market type (OKX: spot)
+        params = {"type": "swap"} if uni is None else {}
+        out = self._call(lambda: ex.fetch_tickers(uni, params), f"{ex.id} tickers")
         res = []
         for t in out.values():
             m = ex.markets.get(t["symbol"])
             ts = t.get("timestamp")
+            base, quote, last = t.get("baseVolume"), t.get("quoteVolume"), t.get("last")
+            if base is not None and m and m.get("contract") and ex.id in VOLUME_IN_CONTRACTS:
+                base = float(base) * float(m.get("contractSize") or 1)
+            approx = quote is None and base is not None and last is not None
+            if approx:
+                quote = float(base) * float(last)
             res.append(
                 Ticker24h(
-                    symbol=m["id"] if m else t["symbol"],
+                    symbol=engine_symbol(m) if m else t["symbol"],
                     ts_ns=int(ts) * NS_PER_MS if ts is not None else 0,
-                    last_px=t.get("last"),
+                    last_px=last,
                     open_px=t.get("open"),
                     high_px=t.get("high"),
                     low_px=t.get("low"),
                     vwap_px=t.get("vwap"),
-                    volume_base=t.get("baseVolume"),
-                    volume_quote=t.get("quoteVolume"),
+                    volume_base=base,
+                    volume_quote=quote,
                     change_pct=t.get("percentage"),
+                    quote_volume_approx=approx,
                 )
             )
         return sorted(res, key=lambda x: x.symbol)
@@ -755,10 +952,12 @@ class CcxtDownloader:
     def open_interest_usd(
         self, symbols: Sequence[str], marks: dict[str, float] | None = None
     ) -> dict[str, float]:
-        """Current open interest in USD per exchange symbol id (ccxt ``fetch_open_interest``,
-        one call per symbol; Binance ``/fapi/v1/openInterest`` gives contracts only, so
-        USD = contracts × mark price from ``marks``). Symbols the exchange can't answer for
-        are left out."""
+        """Current open interest in USD per symbol as passed (ccxt ``fetch_open_interest``,
+        one call per symbol). Where the exchange gives only the amount (Binance
+        ``/fapi/v1/openInterest`` in contracts, Bybit ``/v5/market/open-interest`` in base
+        units) USD = amount × ``contractSize`` × mark price from ``marks``; OKX
+        ``/api/v5/public/open-interest`` gives ``oiUsd``. Symbols the exchange can't answer
+        for are left out."""
         self.load_markets()
         ex = self.exchange
         if not ex.has.get("fetchOpenInterest"):
@@ -781,7 +980,7 @@ class CcxtDownloader:
         return res
 
     def funding_intervals(self, symbols: Sequence[str] | None = None) -> dict[str, int]:
-        """Funding interval in hours per exchange symbol id, as the exchange states it
+        """Funding interval in hours per engine symbol, as the exchange states it
         (ccxt ``fetch_funding_intervals``; Binance ``/fapi/v1/fundingInfo``, which lists
         only symbols with adjusted parameters). Empty when the exchange has no such call."""
         self.load_markets()
@@ -792,50 +991,101 @@ class CcxtDownloader:
         out = self._call(lambda: ex.fetch_funding_intervals(uni), f"{ex.id} funding intervals")
         res = {}
         for item in out.values():
-            iv = item.get("interval")
+            iv = _interval_hours(item.get("interval"))
             m = ex.markets.get(item.get("symbol"))
             if iv and m:
-                res[m["id"]] = int(ex.parse_timeframe(iv) // 3600)
+                res[engine_symbol(m)] = iv
         return res
 
     def funding_snapshot(self, symbols: Sequence[str] | None = None) -> list[FundingSnapshot]:
-        """Current funding / premium index per perpetual with its funding interval
-        (ccxt ``fetch_funding_rates`` + :meth:`funding_intervals`)."""
+        """Current funding / premium index per linear perpetual (USDT/USDC-margined: the
+        ones a carry pair shorts against spot) with its funding interval.
+
+        Rates: ccxt ``fetch_funding_rates`` (Binance ``/fapi/v1/premiumIndex``; Bybit
+        ``/v5/market/tickers?category=linear``; OKX ``/api/v5/public/funding-rate?instId=ANY``).
+        Interval: Binance ``fundingInfo`` (:meth:`funding_intervals`, else 8 h); Bybit the
+        instrument's ``fundingInterval`` in minutes (ccxt's ``interval``); OKX
+        ``nextFundingTime − fundingTime`` (ccxt's ``interval``). Mark and index where the
+        funding call lacks them (OKX): ``fetch_mark_prices`` (``/api/v5/public/mark-price``)
+        and the index tickers (``/api/v5/market/index-tickers``, ccxt's implicit API: no
+        unified call serves them), the index of a swap being its ``uly`` (``BTC-USDT``)."""
         self.load_markets()
         ex = self.exchange
         uni = self._ids(symbols)
         rates = self._call(lambda: ex.fetch_funding_rates(uni), f"{ex.id} funding rates")
         intervals = self.funding_intervals()
+        perps = [
+            (r, m)
+            for r in rates.values()
+            if (m := ex.markets.get(r["symbol"])) is not None and m.get("swap") and m.get("linear")
+        ]
+        lacking = [m for r, m in perps if r.get("markPrice") is None or r.get("indexPrice") is None]
+        marks, indexes = self._marks_and_indexes(lacking) if lacking else ({}, {})
         res = []
-        for r in rates.values():
-            m = ex.markets.get(r["symbol"])
-            sym_id = m["id"] if m else r["symbol"]
+        for r, m in perps:
+            sym_id = engine_symbol(m)
             if sym_id in intervals:
                 iv, src = intervals[sym_id], "exchange"
-            elif r.get("interval"):
-                iv, src = int(ex.parse_timeframe(r["interval"]) // 3600), "exchange"
+            elif _interval_hours(r.get("interval")):
+                iv, src = _interval_hours(r.get("interval")), "exchange"
             elif ex.id.startswith("binance"):
                 iv, src = BINANCE_DEFAULT_INTERVAL_H, "default"
             else:
                 iv, src = None, None
             ts, nxt = r.get("timestamp"), r.get("fundingTimestamp")
+            mark = r.get("markPrice") if r.get("markPrice") is not None else marks.get(sym_id)
+            index = r.get("indexPrice") if r.get("indexPrice") is not None else indexes.get(sym_id)
             res.append(
                 FundingSnapshot(
                     symbol=sym_id,
                     ts_ns=None if ts is None else int(ts) * NS_PER_MS,
-                    mark_px=r.get("markPrice"),
-                    index_px=r.get("indexPrice"),
+                    mark_px=mark,
+                    index_px=index,
                     funding_rate=r.get("fundingRate"),
                     next_funding_ts_ns=None if nxt is None else int(nxt) * NS_PER_MS,
                     interest_rate=r.get("interestRate"),
                     funding_interval_h=iv,
                     interval_source=src,
+                    unified=m["symbol"],
                 )
             )
         return sorted(res, key=lambda x: x.symbol)
 
+    def _marks_and_indexes(
+        self, markets: Sequence[dict[str, Any]]
+    ) -> tuple[dict[str, float], dict[str, float]]:
+        """Mark and index prices per engine symbol for ``markets`` (see
+        :meth:`funding_snapshot`); empty where the exchange offers no such call."""
+        ex = self.exchange
+        marks: dict[str, float] = {}
+        if ex.has.get("fetchMarkPrices"):
+            out = self._call(
+                lambda: ex.fetch_mark_prices(None, {"type": "swap"}), f"{ex.id} mark prices"
+            )
+            for t in out.values():
+                m = ex.markets.get(t.get("symbol"))
+                if m and t.get("markPrice") is not None:
+                    marks[engine_symbol(m)] = float(t["markPrice"])
+        indexes: dict[str, float] = {}
+        if ex.id == "okx":
+            by_index: dict[str, list[str]] = {}
+            for m in markets:
+                uly = (m.get("info") or {}).get("uly") or f"{m['baseId']}-{m['quoteId']}"
+                by_index.setdefault(uly, []).append(engine_symbol(m))
+            for quote in sorted({m["quoteId"] for m in markets}):
+                out = self._call(
+                    lambda q=quote: ex.public_get_market_index_tickers({"quoteCcy": q}),
+                    f"{ex.id} index tickers {quote}",
+                )
+                for item in out.get("data") or []:
+                    px = item.get("idxPx")
+                    if px not in (None, ""):
+                        for sym in by_index.get(item.get("instId"), []):
+                            indexes[sym] = float(px)
+        return marks, indexes
+
     def leverage_tiers(self, symbols: Sequence[str]) -> dict[str, list[LeverageTier]]:
-        """Margin brackets per exchange symbol id (ccxt ``fetch_leverage_tiers``, or
+        """Margin brackets per engine symbol (ccxt ``fetch_leverage_tiers``, or
         ``fetch_market_leverage_tiers`` per symbol). Binance needs API keys for this
         (pass ``apiKey``/``secret`` in ``exchange_config``)."""
         self.load_markets()
@@ -857,7 +1107,7 @@ class CcxtDownloader:
             tiers = raw.get(s)
             if not tiers:
                 raise DownloadError(f"{ex.id} {s}: no leverage tiers in the response")
-            sym_id = ex.markets[s]["id"]
+            sym_id = engine_symbol(ex.markets[s])
             out = []
             for t in tiers:
                 cum = (t.get("info") or {}).get("cum")
