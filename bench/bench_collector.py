@@ -11,10 +11,17 @@ Target (issue 6): 100 × the CLRS load of 800 trades/s + 15,000 bookTicker updat
    trade frames rewritten as ``@aggTrade`` frames with ``a = f = l = t``; ids shifted per
    repetition so each symbol's ids stay contiguous / increasing), mixed 800 : 15,000
    trades : book updates and interleaved across symbols. The timed loop is what the socket
-   loop does per frame (``feed``: append bytes + receive stamp) plus ``process`` (Arrow JSON
-   parse, sequence checks, per-symbol tables) every ``--chunk`` frames and ``flush``
-   (catalog Parquet write, zstd, atomic) every ``--flush-rows`` rows and at the end.
-2. **End to end over loopback websockets**: ``tests/fake_ws.py`` serves the same kind of
+   loop does per frame (``feed``: append bytes + receive stamp) plus ``process`` (numba
+   scan, sequence checks, per-symbol tables) every ``--chunk`` frames and ``flush``
+   (``Catalog.append``: one new part file per partition, atomic) every ``--flush-rows``
+   rows and at the end. The compaction of the parts into the daily files (at UTC
+   midnight and at stop, not on the hot path) is timed separately.
+2. **Flush cost as the day fills**: the rows of (1) written into an empty catalog in
+   ``--flushes`` successive flushes (every symbol's slice each time), once with
+   ``Catalog.append`` (parts: the collector) and once with ``Catalog.write`` (merge and
+   rewrite the whole daily file: the collector before parts); rows/s per flush, early
+   vs late in the day. Appends stay flat; rewrites fall as 1/k.
+3. **End to end over loopback websockets**: ``tests/fake_ws.py`` serves the same kind of
    frames on 127.0.0.1 and ``TickCollector.run`` receives them (server and client in one
    process, on the same pinned core: the figure is a lower bound of the client alone).
 
@@ -157,11 +164,18 @@ def bench_processing(n: int, chunk: int, flush_rows: int) -> None:
         no_write = total / (wall - r["flush"])
         print(
             f"processing path: {wall:.2f} s wall ({r['cpu']:.2f} CPU s) for {total:,} frames = "
-            f"{rate / 1e6:.2f} M messages/s (target {TARGET / 1e6:.2f} M/s: {ok})\n"
+            f"{rate / 1e6:.2f} M messages/s (target {TARGET / 1e6:.2f} M/s: {ok}; "
+            f"{total / r['cpu'] / 1e6:.2f} M per CPU second)\n"
             f"  feed loop {wall - r['parse'] - r['flush']:.2f} s, decode + sequence check + "
-            f"buffer {r['parse']:.2f} s, Parquet flush through the catalog {r['flush']:.2f} s "
+            f"buffer {r['parse']:.2f} s, flush (append part files) {r['flush']:.2f} s "
             f"({st.flushes} flushes); without the flush: {no_write / 1e6:.2f} M messages/s"
         )
+        a = time.perf_counter()
+        col.compact()
+        t_compact = time.perf_counter() - a
+        print(f"  compaction of the parts into daily files (at midnight / stop, off the hot "
+              f"path): {t_compact:.2f} s, {rows / t_compact / 1e6:.2f} M rows/s")  # fmt: skip
+        assert sum(cat.read("binance", "book_ticker", s).num_rows for s in symbols) == len(b_frames)
         # what dictionary pages cost: one symbol's book_ticker partition re-encoded with
         # pyarrow's default (dictionary on every column) and with the catalog's choice
         table = cat.read("binance", "book_ticker", symbols[0])
@@ -176,6 +190,43 @@ def bench_processing(n: int, chunk: int, flush_rows: int) -> None:
             t = best_of(lambda kw=kw: pq.write_table(table, out, compression="zstd", **kw))
             print(f"  Parquet encode, {label}: {t / table.num_rows * 1e9:.0f} ns/row, "
                   f"{out.stat().st_size / table.num_rows:.1f} B/row")  # fmt: skip
+
+
+def bench_flush_growth(n: int, flushes: int) -> None:
+    """Flush cost against the number of flushes already in the day (module docstring, 2)."""
+    t_frames, b_frames, symbols = build_frames(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        r = _run(t_frames, b_frames, symbols, 300_000, 10**9, Path(tmp) / "src")
+        src = Catalog(Path(tmp) / "src")
+        data = {
+            (ds, s): src.read("binance", ds, s) for ds in ("agg_trades", "book_ticker")
+            for s in symbols
+        }  # fmt: skip
+        del r
+        results = {}
+        for how in ("append", "write"):
+            cat = Catalog(Path(tmp) / how)
+            per: list[tuple[int, float]] = []
+            for k in range(flushes):
+                rows = 0
+                a = time.perf_counter()
+                for (ds, s), t in data.items():
+                    lo, hi = t.num_rows * k // flushes, t.num_rows * (k + 1) // flushes
+                    getattr(cat, how)("binance", ds, s, t.slice(lo, hi - lo))
+                    rows += hi - lo
+                per.append((rows, time.perf_counter() - a))
+            results[how] = per
+        q = max(1, flushes // 4)
+        print(f"flush cost as the day fills ({sum(t.num_rows for t in data.values()):,} rows, "
+              f"{len(data)} partitions, {flushes} flushes): rows/s of flushes")  # fmt: skip
+        for how, label in (("append", "append parts (collector)"),
+                           ("write", "merge + rewrite the daily file (before)")):  # fmt: skip
+            per = results[how]
+            spans = [(0, q), (flushes - q, flushes)]
+            rates = [sum(x for x, _ in per[a:b]) / sum(y for _, y in per[a:b]) for a, b in spans]
+            print(f"  {label}: flushes 1-{q} {rates[0] / 1e6:.2f} M rows/s, flushes "
+                  f"{flushes - q + 1}-{flushes} {rates[1] / 1e6:.2f} M rows/s "
+                  f"(late/early {rates[1] / rates[0]:.2f})")  # fmt: skip
 
 
 _SERVER = """
@@ -249,6 +300,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=300_000, help="frames per process() call")
     ap.add_argument("--flush-rows", type=int, default=1_500_000)
     ap.add_argument("--e2e-seconds", type=float, default=20.0, help="time limit of the e2e run")
+    ap.add_argument("--flushes", type=int, default=24, help="flushes of the flush-cost run")
+    ap.add_argument("--flush-messages", type=int, default=1_500_000,
+                    help="frames of the flush-cost run (0: skip it)")  # fmt: skip
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         cpu = min(os.sched_getaffinity(0))
@@ -257,6 +311,8 @@ def main() -> None:
     pa.set_cpu_count(1)
     pa.set_io_thread_count(1)
     bench_processing(args.messages, args.chunk, args.flush_rows)
+    if args.flush_messages > 0:
+        bench_flush_growth(args.flush_messages, args.flushes)
     if args.e2e_seconds > 0:
         bench_e2e(args.e2e_seconds)
 

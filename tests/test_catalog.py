@@ -209,3 +209,169 @@ def test_true_null_in_float_column_names_file_and_row(cat: Path) -> None:
     with pytest.raises(CatalogError) as e:
         run_carry_backtest(_settings(), cat)
     assert str(e.value) == f"{f}: row 5: funding_rate is null/NaN"
+
+
+# --- append-only parts and their compaction -------------------------------------------------
+
+MIN_NS = 60 * 10**9
+
+
+def _tick_rows(ids) -> pa.Table:
+    """Trades with ids ``ids`` (sorted here): one a minute from T0 (2024-01-01), so
+    1,440 ids make a day; price and side derived from the id."""
+    k = np.asarray(sorted(ids), np.int64)
+    ts = T0 + k * MIN_NS
+    price = 100.0 + (k % 7)
+    return pa.table(
+        {
+            "ts_ns": ts,
+            "trade_id": k,
+            "price": price,
+            "qty_base": np.full(k.size, 0.5),
+            "quote_qty": price * 0.5,
+            "is_buyer_maker": k % 2 == 0,
+            "ts_recv_ns": ts + 1234,
+        }
+    )
+
+
+def _append_batches(c: Catalog, n_batches: int = 40, seed: int = 7) -> dict[int, dict]:
+    """``n_batches`` appends over ids 1..100·n_batches (2.8 days): each batch withholds
+    some ids and delivers ids withheld earlier (late rows), and repeats a few stored rows
+    identically. Returns the slow reference: id → row, every row ever appended."""
+    rng = np.random.default_rng(seed)
+    held: list[int] = []
+    ref: dict[int, dict] = {}
+    for b in range(n_batches):
+        ids = list(range(1 + 100 * b, 101 + 100 * b))
+        withhold = set(rng.choice(ids, 6, replace=False).tolist())
+        late = [h for h in held if rng.random() < 0.5]
+        held = [h for h in held if h not in late] + sorted(withhold)
+        again = rng.choice(sorted(ref), 4, replace=False).tolist() if ref else []
+        send = sorted((set(ids) - withhold) | set(late) | set(again))
+        t = _tick_rows(send)
+        c.append("test", "trades", "AAAUSDT", t)
+        for r in t.to_pylist():
+            ref[r["trade_id"]] = r
+    c.append("test", "trades", "AAAUSDT", _tick_rows(held))  # the last withheld ids
+    for r in _tick_rows(held).to_pylist():
+        ref[r["trade_id"]] = r
+    return ref
+
+
+def _assert_equals_reference(root: Path, ref: dict[int, dict]) -> None:
+    from perpdesk.data.check import check, inventory
+    from perpdesk.data.query import query
+
+    rows = [ref[k] for k in sorted(ref)]  # deduped by key, sorted
+    got = Catalog(root).read("test", "trades", "AAAUSDT")
+    assert got.to_pylist() == rows
+    q = query(root, "test", "trades", ["AAAUSDT"])
+    assert q.drop_columns(["symbol"]).to_pylist() == rows
+    # a range inside the second day, bounds by hand: ids 1440..2879 are 2024-01-02
+    day2 = query(root, "test", "trades", start_ns=T0 + DAY_NS, end_ns=T0 + 2 * DAY_NS)
+    assert day2.column("trade_id").to_pylist() == [k for k in sorted(ref) if 1440 <= k < 2880]
+    issues = [i for i in check(root) if not i.message.startswith("temporary file")]
+    assert issues == []
+    (info,) = inventory(root, dataset="trades")
+    assert info.rows == len(rows)
+
+
+def test_many_appends_read_back_equal_a_slow_reference(tmp_path: Path) -> None:
+    c = Catalog(tmp_path)
+    ref = _append_batches(c)
+    assert len(ref) == 4000  # ids 1..4000, every one delivered once or more
+    d = tmp_path / "test" / "trades" / "AAAUSDT"
+    # the first append to each day wrote its file; later ones parts
+    assert sorted(p.name for p in d.iterdir()) == [
+        "2024-01-01.parquet", "2024-01-01.parts", "2024-01-02.parquet", "2024-01-02.parts",
+        "2024-01-03.parquet", "2024-01-03.parts",
+    ]  # fmt: skip
+    _assert_equals_reference(tmp_path, ref)
+    # a stored id with a different price is refused; nothing of that call is written
+    n_parts = len(list((d / "2024-01-02.parts").iterdir()))
+    bad = _tick_rows([2000, 4001]).set_column(2, "price", pa.array([1.0, 1.0]))
+    with pytest.raises(CatalogError, match=r"trade_id 2000 already stored with a different price"):
+        c.append("test", "trades", "AAAUSDT", bad.slice(0, 1))
+    assert len(list((d / "2024-01-02.parts").iterdir())) == n_parts
+    # a row whose ts_ns would go backwards against stored rows is refused too
+    back = _tick_rows([4002]).set_column(0, "ts_ns", pa.array([T0], pa.int64()))
+    with pytest.raises(CatalogError, match="ts_ns must not decrease"):
+        c.append("test", "trades", "AAAUSDT", back)
+    assert sorted(x.name for x in c.compact("test", "trades", "AAAUSDT")) == [
+        "2024-01-01.parquet", "2024-01-02.parquet", "2024-01-03.parquet",
+    ]  # fmt: skip
+    assert sorted(p.name for p in d.iterdir()) == [
+        "2024-01-01.parquet", "2024-01-02.parquet", "2024-01-03.parquet",
+    ]  # fmt: skip
+    _assert_equals_reference(tmp_path, ref)
+    assert c.compact("test", "trades", "AAAUSDT") == []  # nothing left to do
+    # Catalog.write over a partition that has parts folds them in as well
+    c.append("test", "trades", "AAAUSDT", _tick_rows([4001, 4002]))
+    c.write("test", "trades", "AAAUSDT", _tick_rows([4003]))
+    ref.update({r["trade_id"]: r for r in _tick_rows([4001, 4002, 4003]).to_pylist()})
+    assert not (d / "2024-01-03.parts").exists()
+    _assert_equals_reference(tmp_path, ref)
+
+
+_CRASH = """
+import os, sys
+import perpdesk.data.catalog as cm
+step, nth, seen = sys.argv[2], int(sys.argv[3]), [0]
+def hook(s, daily):
+    if s == step:
+        seen[0] += 1
+        if seen[0] == nth:
+            os._exit(17)  # no cleanup at all, like SIGKILL
+cm._compact_hook = hook
+cm.Catalog(sys.argv[1]).compact("test", "trades", "AAAUSDT")
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "nth"), [("written", 2), ("renamed", 2), ("removed", 3)]
+)  # the 2nd partition's temp file complete / renamed / its 2nd part deleted
+def test_compaction_killed_at_each_step_loses_and_doubles_nothing(
+    tmp_path: Path, step: str, nth: int
+) -> None:
+    import subprocess
+    import sys
+
+    c = Catalog(tmp_path)
+    ref = _append_batches(c, n_batches=20)  # 2001 ids: two days with parts
+    r = subprocess.run([sys.executable, "-c", _CRASH, str(tmp_path), step, str(nth)], timeout=120)
+    assert r.returncode == 17  # died at that step
+    _assert_equals_reference(tmp_path, ref)
+    c.append("test", "trades", "AAAUSDT", _tick_rows([2002, 2003]))  # collecting goes on
+    ref.update({x["trade_id"]: x for x in _tick_rows([2002, 2003]).to_pylist()})
+    _assert_equals_reference(tmp_path, ref)
+    Catalog(tmp_path).compact("test", "trades", "AAAUSDT")
+    _assert_equals_reference(tmp_path, ref)
+    d = tmp_path / "test" / "trades" / "AAAUSDT"
+    assert not list(d.glob("*.parts"))
+
+
+@pytest.mark.parametrize("step", ["read", "written", "renamed", "removed"])
+def test_compaction_raising_at_each_step_leaves_readable_data(
+    tmp_path: Path, monkeypatch, step: str
+) -> None:
+    import perpdesk.data.catalog as cm
+
+    class InjectedError(Exception):
+        pass
+
+    def hook(s: str, daily: Path) -> None:
+        if s == step:
+            raise InjectedError(step)
+
+    c = Catalog(tmp_path)
+    ref = _append_batches(c, n_batches=12)
+    monkeypatch.setattr(cm, "_compact_hook", hook)
+    with pytest.raises(InjectedError):
+        c.compact("test", "trades", "AAAUSDT")
+    _assert_equals_reference(tmp_path, ref)
+    monkeypatch.setattr(cm, "_compact_hook", None)
+    c.compact("test", "trades", "AAAUSDT")
+    _assert_equals_reference(tmp_path, ref)
+    d = tmp_path / "test" / "trades" / "AAAUSDT"
+    assert sorted(p.name for p in d.iterdir()) == ["2024-01-01.parquet"]

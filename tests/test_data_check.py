@@ -286,3 +286,35 @@ def test_partition_names_nulls_and_listing_cap(tmp_path: Path) -> None:
     assert msgs[2] == "close is null/NaN"
     assert msgs[3] == "volume_quote is null/NaN"
     assert msgs[4] == "5 more outlier issue(s) in this file not listed"
+
+
+def test_check_and_ls_see_append_parts(tmp_path: Path) -> None:
+    """A late part (keys below an earlier part's) is no ordering issue; a part holding a
+    stored key with another price is reported as a conflicting duplicate in that part."""
+
+    def trades(ids: list[int], price: float = 10.0) -> pa.Table:
+        k = np.asarray(ids, np.int64)
+        ts = T0 + k * 1_000_000
+        return pa.table({"ts_ns": ts, "trade_id": k, "price": price + 0 * k,
+                         "qty_base": 1.0 + 0 * k, "quote_qty": price + 0 * k,
+                         "is_buyer_maker": k % 2 == 0, "ts_recv_ns": ts})  # fmt: skip
+
+    c = Catalog(tmp_path)
+    for ids in ([1, 2, 6], [7, 8], [3, 4, 5, 9]):
+        c.append(V, "trades", "AAAUSDT", trades(ids))
+    (info,) = inventory(tmp_path)
+    assert (info.rows, info.files, info.first_ts_ns, info.last_ts_ns) == (
+        9, 3, T0 + 1_000_000, T0 + 9_000_000,
+    )  # fmt: skip
+    assert check(tmp_path) == []
+    parts = tmp_path / V / "trades" / "AAAUSDT" / "2024-01-01.parts"
+    bad = parts / "9-bad.parquet"  # written behind the catalog's back
+    pq.write_table(trades([4], price=11.0), bad)
+    (issue,) = check(tmp_path)
+    assert (issue.kind, issue.file, issue.row) == (
+        "duplicate", f"{V}/trades/AAAUSDT/2024-01-01.parts/9-bad.parquet", 1,
+    )  # fmt: skip
+    assert "trade_id 4 repeats row 2 of" in issue.message
+    assert "(conflicting values)" in issue.message
+    with pytest.raises(Exception, match="trade_id 4 already stored with a different price"):
+        c.read(V, "trades", "AAAUSDT")

@@ -3,6 +3,11 @@
 Both walk ``<root>/<venue>/<dataset>/<symbol>/`` series by series and never stop at a
 bad file: problems become :class:`Issue` rows naming venue / dataset / symbol / file
 (relative to the catalog root), the 1-based data row in that file and its ``ts_ns``.
+A partition's live append-only parts (``<period>.parts/*.parquet``, see
+:mod:`perpdesk.data.catalog`) are files of the series too, checked one by one; the rows
+of a partition file and its parts are then taken in key order, as :meth:`Catalog.read`
+sees them (a late part is no ordering issue; a key repeated across them still is a
+``duplicate``). Parts a compaction has absorbed are skipped.
 
 Coverage (:class:`SeriesInfo`, the table of ``perpdesk data ls``)
 -------------------------------------------------------------------
@@ -83,11 +88,13 @@ import pyarrow.parquet as pq
 from perpdesk.data.catalog import (
     _BAR_RE,
     NS_PER_S,
+    PARTS_SUFFIX,
     Catalog,
     DatasetSpec,
     bar_interval_s,
     dataset_spec,
     fmt_ts,
+    partition_parts,
     validate_table,
 )
 from perpdesk.data.query import datasets, partition_bounds
@@ -315,20 +322,47 @@ def _load(
     file_of_row: list[np.ndarray] = []
     row_in_file: list[np.ndarray] = []
     n_files = bad = 0
+    entries: list[tuple[Path, str]] = []  # (file, its path relative to the root)
+    groups: list[tuple[int, int]] = []  # entries of one partition with live parts
     for p in sorted(d.iterdir()):
         rel = f"{venue}/{dataset}/{symbol}/{p.name}"
+        if p.is_dir() and p.name.endswith(PARTS_SUFFIX) and p.name[:1].isdigit():
+            daily = p.with_name(p.name[: -len(PARTS_SUFFIX)] + ".parquet")
+            start = next((j for j, (q, _) in enumerate(entries) if q == daily), len(entries))
+            if start < len(entries) and start != len(entries) - 1:  # keep the group together
+                entries.append(entries.pop(start))
+                start = len(entries) - 1
+            try:
+                live, _ = partition_parts(daily)
+            except CatalogError as exc:  # the partition file's footer is unreadable
+                live = []
+                if sink is not None:
+                    sink.add("unreadable", rel, None, None, str(exc).split(": ", 1)[1])
+            entries += [(q, f"{rel}/{q.name}") for q in live]
+            if sink is not None:
+                for q in sorted(p.iterdir()):
+                    if not (q.is_file() and _PART_NAME.match(q.name)):
+                        sink.add("stray", f"{rel}/{q.name}", None, None, _stray_what(q))
+            if len(entries) - start > 1:
+                groups.append((start, len(entries)))
+            continue
+        entries.append((p, rel))
+    group_of = {s: e for s, e in groups}
+    group_end = -1
+    group_tables = 0
+    for i, (p, rel) in enumerate(entries):
+        if group_end >= 0 and i == group_end:
+            _sort_group(tables, file_of_row, row_in_file, group_tables, spec)
+            group_end = -1
+        if i in group_of:  # rows of a partition file and its parts: sorted by key below
+            group_end, group_tables = group_of[i], len(tables)
         if not p.is_file() or not _PARTITION_FILE.match(p.name):
             if sink is not None:
-                what = (
-                    "temporary file of an interrupted (or running) write"
-                    if p.name.startswith(".") and p.name.endswith(".tmp")
-                    else "not a partition file (<period>.parquet)"
-                )
-                sink.add("stray", rel, None, None, what)
+                sink.add("stray", rel, None, None, _stray_what(p))
             continue
         n_files += 1
         try:
-            lo, hi = partition_bounds(p, spec.partition)
+            lo, hi = partition_bounds(_partition_path(p), spec.partition)
         except CatalogError as exc:
             bad += 1
             if sink is not None:
@@ -381,6 +415,8 @@ def _load(
         tables.append(table)
         file_of_row.append(np.full(table.num_rows, k, dtype=np.int32))
         row_in_file.append(rows)
+    if group_end >= 0:
+        _sort_group(tables, file_of_row, row_in_file, group_tables, spec)
     return _Series(
         tables,
         np.concatenate(file_of_row) if file_of_row else np.zeros(0, np.int32),
@@ -389,6 +425,47 @@ def _load(
         n_files,
         bad,
     )
+
+
+_PART_NAME = re.compile(r"^\d[^/]*\.parquet$")
+
+
+def _stray_what(p: Path) -> str:
+    if p.name.startswith(".") and p.name.endswith(".tmp"):
+        return "temporary file of an interrupted (or running) write"
+    return "not a partition file (<period>.parquet)"
+
+
+def _partition_path(p: Path) -> Path:
+    """The partition file a part belongs to (the file itself otherwise)."""
+    if p.parent.name.endswith(PARTS_SUFFIX):
+        return p.parent.with_name(p.parent.name[: -len(PARTS_SUFFIX)] + ".parquet")
+    return p
+
+
+def _sort_group(
+    tables: list[pa.Table],
+    file_of_row: list[np.ndarray],
+    row_in_file: list[np.ndarray],
+    start: int,
+    spec: DatasetSpec,
+) -> None:
+    """Replace ``tables[start:]`` (a partition file and its live parts) by their rows in
+    key order, as :meth:`Catalog.read` sees them (stable: stored order among equal keys;
+    repeated keys are kept, so the duplicate check still names them)."""
+    if len(tables) - start < 2 or spec.key not in tables[start].column_names:
+        return
+    t = pa.concat_tables(tables[start:])
+    fr = np.concatenate(file_of_row[start:])
+    rr = np.concatenate(row_in_file[start:])
+    key = t.column(spec.key)
+    if key.null_count:
+        return  # reported as null; no order to restore
+    order = np.argsort(key.to_numpy(), kind="stable")
+    del tables[start:], file_of_row[start:], row_in_file[start:]
+    tables.append(t.take(pa.array(order)))
+    file_of_row.append(fr[order])
+    row_in_file.append(rr[order])
 
 
 def _file_checks(

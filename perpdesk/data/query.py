@@ -34,6 +34,12 @@ also follows the catalog's own rules (only ``<period>.parquet``, never a ``.tmp`
 an interrupted write). Rewriting the catalog Hive-style would let DuckDB prune by path
 too, but would change every writer, reader and importer for no gain over the list.
 
+Append-only parts (:meth:`Catalog.append`, the tick collector) are part of the list: a
+partition is its file plus its live parts (``<period>.parts/*.parquet`` not yet absorbed
+by a compaction). The catalog keeps keys unique across them, but a late part can hold
+keys below an earlier one, so a :func:`query` whose selection holds any part sorts by
+``symbol, ts_ns`` and the dataset's key (the stored order of a compacted catalog).
+
 Reads here trust the files (no per-row validation as in :meth:`Catalog.read`): a file
 DuckDB cannot read, or whose columns do not match, is a :class:`CatalogError` naming the
 dataset and DuckDB's reason; ``perpdesk data check`` (:mod:`perpdesk.data.check`) finds
@@ -53,7 +59,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from perpdesk.data.catalog import Catalog, dataset_spec
+from perpdesk.data.catalog import PARTS_SUFFIX, Catalog, dataset_spec
 from perpdesk.errors import CatalogError, PerpdeskError
 
 Output = Literal["arrow", "pandas", "polars"]
@@ -116,8 +122,9 @@ def select_files(
     end_ns: int | None = None,
 ) -> dict[str, list[Path]]:
     """The partition files, per symbol (sorted), that can hold rows in
-    ``[start_ns, end_ns)``, chosen from the path layout alone. Unknown venue, dataset or
-    symbol is a :class:`CatalogError` listing the known ones."""
+    ``[start_ns, end_ns)``, chosen from the path layout alone — each partition file
+    followed by its live append-only parts, if any. Unknown venue, dataset or symbol is a
+    :class:`CatalogError` listing the known ones."""
     _check_dataset(root, venue, dataset)
     spec = dataset_spec(dataset)
     cat = Catalog(root)
@@ -136,11 +143,13 @@ def select_files(
     out: dict[str, list[Path]] = {}
     for sym in chosen:
         files = []
-        for path in cat.partitions(venue, dataset, sym):
+        for path, live in cat.partition_files(venue, dataset, sym):
             lo, hi = partition_bounds(path, spec.partition)
             if (start_ns is not None and hi <= start_ns) or (end_ns is not None and lo >= end_ns):
                 continue
-            files.append(path)
+            if path.exists():
+                files.append(path)
+            files.extend(live)
         out[sym] = files
     return out
 
@@ -153,6 +162,11 @@ def _lit(text: str) -> str:
 def _ident(name: str) -> str:
     """A quoted SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+def is_part(path: Path) -> bool:
+    """Whether ``path`` is an append-only part (inside a ``<period>.parts`` directory)."""
+    return path.parent.name.endswith(PARTS_SUFFIX)
 
 
 def _union_sql(files_by_symbol: dict[str, list[Path]], columns: list[str]) -> str | None:
@@ -217,7 +231,9 @@ def _range_sql(
 ) -> str | None:
     """The SQL behind :func:`query` (None when no file can hold a row of the range)."""
     files = dict(sorted(select_files(root, venue, dataset, symbols, start_ns, end_ns).items()))
-    union = _union_sql(files, cols)
+    key = dataset_spec(dataset).key
+    parts = any(is_part(p) for fs in files.values() for p in fs)
+    union = _union_sql(files, [*cols, key] if parts and key not in cols else cols)
     if union is None:
         return None
     conds = []
@@ -226,6 +242,10 @@ def _range_sql(
     if end_ns is not None:
         conds.append(f"ts_ns < {int(end_ns)}")
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
+    if parts:  # a late part may hold keys below an earlier part's: restore the key order
+        out = ", ".join(["symbol", *(_ident(c) for c in cols)])
+        order = ", ".join(dict.fromkeys(["symbol", "ts_ns", _ident(key)]))
+        return f"SELECT {out} FROM ({union}) {where} ORDER BY {order}"
     # No ORDER BY: DuckDB guarantees that read_parquet over a file list, UNION ALL and
     # WHERE keep row order ("Order Preservation", DuckDB SQL dialect docs), so rows come
     # symbol by symbol (sorted) and file by file as stored; sorting 5 M rows cost 0.5 s.
@@ -325,6 +345,7 @@ def sql(root: str | Path, text: str, venue: str | None = None, as_: Output = "ar
 __all__ = [
     "connect",
     "datasets",
+    "is_part",
     "partition_bounds",
     "query",
     "select_files",

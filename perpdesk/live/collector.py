@@ -46,10 +46,15 @@ Sequence rules (per symbol, in arrival order):
 
 Writes: parsed rows wait in memory and are written by :meth:`TickCollector.flush` every
 ``flush_seconds``, when ``flush_rows`` are pending, at each UTC midnight and at stop,
-through :meth:`perpdesk.data.catalog.Catalog.write` (daily partitions, validated, merged
-with what a partition holds — identical rows dedupe — and replaced atomically by tmp +
-rename). A crash loses at most the unflushed rows; a failed write (disk full …) leaves
-the partition as it was and keeps the rows for the next flush. Rows the catalog refuses
+through :meth:`perpdesk.data.catalog.Catalog.append`: each flush adds one immutable part
+file per daily partition touched (tmp + rename; validated; rows already stored dedupe),
+at a cost that does not grow as the day fills — :meth:`Catalog.write` would merge with
+and rewrite the whole daily file every flush, quadratic over a day. Readers see the
+union of a partition's file and its parts. The parts are folded into the daily file
+(crash-safe, see :mod:`perpdesk.data.catalog`) by :meth:`TickCollector.compact`: at the
+first flush after each UTC midnight for the partitions of earlier days, and at stop for
+all. A crash loses at most the unflushed rows; a failed write (disk full …) leaves the
+partition as it was and keeps the rows for the next flush. Rows the catalog refuses
 (same key stored with different contents) are written to
 ``<root>/.collector-rejected/<venue>/<dataset>/<symbol>/<recv ns>.parquet`` and counted.
 
@@ -83,6 +88,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from perpdesk.data.catalog import (
+    PARTS_SUFFIX,
     Catalog,
     DatasetSpec,
     atomic_write_parquet,
@@ -169,6 +175,19 @@ def spec_for(dataset: str) -> DatasetSpec:
 def write_partitioned(catalog: Catalog, venue: str, dataset: str, symbol: str, table: pa.Table):
     """Write ``table`` into the catalog's daily partitions (validated, merged, atomic)."""
     return catalog.write(venue, dataset, symbol, table)
+
+
+def append_partitioned(
+    catalog: Catalog, venue: str, dataset: str, symbol: str, table: pa.Table
+) -> list[Path]:
+    """Add ``table`` to the catalog's daily partitions as part files (validated, atomic)."""
+    return catalog.append(venue, dataset, symbol, table)
+
+
+def _partition_of(path: Path) -> str:
+    """``YYYY-MM-DD`` of a partition file or of one of its parts."""
+    parent = path.parent.name
+    return parent[: -len(PARTS_SUFFIX)] if parent.endswith(PARTS_SUFFIX) else path.stem
 
 
 # --- the frame scanner (numba) ---------------------------------------------------------------
@@ -525,6 +544,32 @@ def _scan_flat(buf, offs, lut, conv, col, scale, need, suffix, table, sym_bytes,
         status[i] = st
 
 
+@numba.njit(cache=True)
+def _group_dest(codes, n_codes):
+    """Stable counting sort by symbol code: (destination of each row, start of each
+    code's run; ``starts[n_codes]`` = number of rows)."""
+    starts = np.zeros(n_codes + 1, np.int64)
+    for i in range(codes.size):
+        starts[codes[i] + 1] += 1
+    for k in range(n_codes):
+        starts[k + 1] += starts[k]
+    nxt = starts[:-1].copy()
+    dest = np.empty(codes.size, np.int64)
+    for i in range(codes.size):
+        c = codes[i]
+        dest[i] = nxt[c]
+        nxt[c] += 1
+    return dest, starts
+
+
+@numba.njit(cache=True)
+def _scatter(src, dest, out):
+    """``out[dest[i]] = src[i]``: sequential reads, one sequential write stream per
+    symbol (a gather by the sort order reads each cache line once per row it holds)."""
+    for i in range(src.size):
+        out[dest[i]] = src[i]
+
+
 _SCAN_FIELDS: dict[str, tuple[tuple[str, int, str, int], ...]] = {
     # (key in "data", conversion, catalog column, scale); forceOrder (≤ 1/s/symbol, nested)
     # is decoded by Arrow only
@@ -717,15 +762,6 @@ class _Conn:
         self.recv = array("q")
         self.swapped = 0  # frames already taken out of the buffer
 
-    def take(self) -> tuple[list[bytes], array]:
-        """The buffered frames and stamps; the buffers are emptied in place, so bound
-        ``raw.append`` / ``recv.append`` held by the receive loop stay valid."""
-        raw, recv = self.raw[:], self.recv[:]
-        self.raw.clear()
-        del self.recv[:]
-        self.swapped += len(raw)
-        return raw, recv
-
     @property
     def received(self) -> int:
         return self.swapped + len(self.raw)
@@ -823,6 +859,8 @@ class TickCollector:
         self._writing = False
         self._last_flush_ns = clock_ns()
         self._flush_day = self._last_flush_ns // NS_PER_DAY
+        self._touched: set[tuple[str, str, str]] = set()  # (dataset, symbol, YYYY-MM-DD)
+        self._rollover = False  # a UTC midnight passed since the previous flush
 
     # -- socket-free processing path ----------------------------------------------------------
     def feed(self, conn: _Conn, raw: bytes, recv_ns: int) -> None:
@@ -837,11 +875,19 @@ class TickCollector:
         self._logged_bad = 0
         done = 0
         for conn in self.conns:
-            if not conn.raw:
+            n = len(conn.raw)
+            if not n:
                 continue
-            raw, recv = conn.take()
-            self._process_batch(conn.kind, raw, np.frombuffer(recv, dtype=np.int64))
-            done += len(raw)
+            # decoded in place, chunk by chunk (each frame is touched while in cache), then
+            # dropped; process() runs on the event loop, so no frame arrives meanwhile
+            recv = np.frombuffer(conn.recv, dtype=np.int64, count=n).copy()
+            try:
+                self._process_batch(conn.kind, conn.raw, n, recv)
+            finally:  # taken even if decoding fails, as a frame is never decoded twice
+                del conn.raw[:n]
+                del conn.recv[:n]
+                conn.swapped += n
+            done += n
         self._confirm_gaps(final=False)
         if self._logged_bad > _MAX_BAD_LOGS_PER_ROUND:
             log.warning("%d malformed frames this round (%d logged)", self._logged_bad,
@@ -883,34 +929,37 @@ class TickCollector:
             return None, np.empty(0, dtype=np.int64)
         return pa.concat_tables(parts), np.concatenate([ia, ib + mid])
 
-    def _process_batch(self, kind: _Kind, raw: list[bytes], recv: np.ndarray) -> None:
+    def _process_batch(self, kind: _Kind, raw: list[bytes], n: int, recv: np.ndarray) -> None:
+        """Decode ``raw[:n]`` (received at ``recv``) and queue the rows."""
         if kind.name in _SCAN_FIELDS and self.use_scanner:
-            cols, codes, idx = self._decode_scan(kind, raw)
+            cols, codes, idx = self._decode_scan(kind, raw, n)
         else:
-            cols, codes, idx = self._decode_arrow(kind, raw)
+            cols, codes, idx = self._decode_arrow(kind, raw[:n])
         if idx.size:
-            self._emit(kind, cols, codes, recv if idx.size == len(raw) else recv[idx])
+            self._emit(kind, cols, codes, recv if idx.size == n else recv[idx])
 
-    def _decode_scan(self, kind: _Kind, raw: list[bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
-        """Numba-scan frames; frames the scanner refuses go through :meth:`_decode_arrow`.
-        Returns (columns of the good frames, their symbol codes, their indices into raw).
+    def _decode_scan(
+        self, kind: _Kind, raw: list[bytes], n: int
+    ) -> tuple[dict, np.ndarray, np.ndarray]:
+        """Numba-scan frames ``raw[:n]``; frames the scanner refuses go through
+        :meth:`_decode_arrow`. Returns (columns of the good frames, their symbol codes,
+        their indices into raw).
 
-        Frames are joined in chunks of ``scan_chunk`` (a few MB: a buffer that size is
-        reused by the allocator rather than mapped afresh page by page) and decoded
-        straight into whole-batch columns."""
+        Frames are copied into one Arrow binary buffer (offsets + bytes in one C pass) in
+        chunks of ``scan_chunk`` (a few MB: a buffer that size is reused by the allocator
+        rather than mapped afresh page by page, and the chunk's frames are still in cache
+        when the scanner reads them) and decoded straight into whole-batch columns."""
         plan = self._plans[kind.name]
-        n = len(raw)
         status = np.zeros(n, np.int8)
         ints = np.empty((len(plan.int_names), n), np.int64)
         floats = np.empty((len(plan.float_names), n), np.float64)
         codes = np.full(n, -1, np.int64)
         table, sym_bytes, sym_lens = self._sym_table
         for s in range(0, n, self.scan_chunk):
-            part = raw[s : s + self.scan_chunk]
-            e = s + len(part)
-            offs = np.zeros(len(part) + 1, np.int64)
-            np.cumsum(np.fromiter(map(len, part), np.int64, len(part)), out=offs[1:])
-            buf = np.frombuffer(b"".join(part), np.uint8)
+            e = min(n, s + self.scan_chunk)
+            _, o, d = pa.array(raw[s:e], pa.large_binary()).buffers()
+            offs = np.frombuffer(o, np.int64)
+            buf = np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8)
             _scan_flat(buf, offs, plan.lut, plan.conv, plan.col, plan.scale, plan.need,
                        plan.suffix, table, sym_bytes, sym_lens, ints[:, s:e].T,
                        floats[:, s:e].T, codes[s:e], status[s:e])  # fmt: skip
@@ -919,7 +968,7 @@ class TickCollector:
         slow = np.flatnonzero(status)
         keep = None
         if slow.size:  # Arrow decides on these frames; its good rows fill their places
-            scols, scodes, sidx = self._decode_arrow(kind, [raw[i] for i in slow])
+            scols, scodes, sidx = self._decode_arrow(kind, [raw[int(i)] for i in slow])
             pos = slow[sidx]
             for k, v in scols.items():
                 if k in cols:
@@ -940,7 +989,6 @@ class TickCollector:
     def _derive(kind: _Kind, cols: dict) -> None:
         if kind.name == "trade":
             cols["quote_qty"] = cols["price"] * cols["qty_base"]
-        cols["_seq"] = cols[spec_for(kind.dataset).key]
 
     def _decode_arrow(self, kind: _Kind, raw: list[bytes]) -> tuple[dict, np.ndarray, np.ndarray]:
         """Arrow-parse frames (the reference path, and the only one for forceOrder)."""
@@ -974,26 +1022,33 @@ class TickCollector:
 
     def _emit(self, kind: _Kind, cols: dict, codes: np.ndarray, recv: np.ndarray) -> None:
         """Sequence-check the decoded rows per symbol and queue them for the next flush."""
-        small = np.int16 if len(self.symbols) < 32_768 else np.int64
-        order = np.argsort(codes.astype(small), kind="stable")  # radix sort for int16
-        sorted_codes = codes[order]
-        cuts = np.flatnonzero(np.diff(sorted_codes)) + 1
-        starts = np.concatenate([[0], cuts])
-        ends = np.concatenate([cuts, [sorted_codes.size]])
-        schema = spec_for(kind.dataset).schema
-        # one gather per column puts every symbol's rows together (arrival order kept)
-        identity = starts.size == 1
-        take = None if identity else pa.array(order)
+        spec = spec_for(kind.dataset)
+        schema = spec.schema
+        # a stable counting sort by symbol puts every symbol's rows together (arrival
+        # order kept): one scatter per column
+        dest, starts = _group_dest(codes, len(self.symbols))
+        runs = [
+            (k, int(starts[k]), int(starts[k + 1]))
+            for k in np.flatnonzero(np.diff(starts)).tolist()
+        ]
+        identity = len(runs) == 1
+        take = None
         grouped = {}
         for name in schema.names:
             c = recv if name == "ts_recv_ns" else cols[name]
             if identity:
                 grouped[name] = c
-            else:
-                grouped[name] = c[order] if isinstance(c, np.ndarray) else c.take(take)
-        seq = cols["_seq"] if identity else cols["_seq"][order]
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            sym_code = int(sorted_codes[s])
+            elif isinstance(c, np.ndarray):
+                grouped[name] = np.empty_like(c)
+                _scatter(c, dest, grouped[name])
+            else:  # an Arrow column (strings of forceOrder)
+                if take is None:
+                    order = np.empty_like(dest)
+                    _scatter(np.arange(dest.size), dest, order)
+                    take = pa.array(order)
+                grouped[name] = c.take(take)
+        seq = grouped[spec.key]
+        for sym_code, s, e in runs:
             keep = self._sequence(kind, sym_code, seq[s:e])
             n_keep = int(keep.sum())
             if n_keep == 0:
@@ -1161,8 +1216,10 @@ class TickCollector:
         return self._pending_rows
 
     def flush(self) -> int:
-        """Write every pending row to the catalog (atomic per partition file); returns rows
-        written. Rows whose write failed with an OS error stay pending for the next flush."""
+        """Write every pending row to the catalog (one new part file per partition, atomic);
+        returns rows written. Rows whose write failed with an OS error stay pending for
+        the next flush. The first flush after a UTC midnight also compacts the partitions
+        of earlier days."""
         pending = self._take_pending()
         written, failed = self._write(pending)
         self._requeue(failed)
@@ -1171,8 +1228,39 @@ class TickCollector:
     def _take_pending(self) -> dict[tuple[str, str], list[pa.Table]]:
         pending, self._pending, self._pending_rows = self._pending, {}, 0
         self._last_flush_ns = self.clock_ns()
-        self._flush_day = self._last_flush_ns // NS_PER_DAY
+        day = self._last_flush_ns // NS_PER_DAY
+        self._rollover = self._rollover or day != self._flush_day
+        self._flush_day = day
         return pending
+
+    def compact(self, before_ns: int | None = None) -> int:
+        """Fold the part files of the partitions this collector wrote — and any other
+        partition of its datasets and symbols left with parts (an earlier run that
+        crashed) — into their daily files (:meth:`Catalog.compact`, crash-safe);
+        ``before_ns``: only partitions of days before that UTC instant. Returns the
+        partitions compacted; a failure is logged and leaves that partition's parts."""
+        day = None if before_ns is None else str(np.datetime64(before_ns // NS_PER_DAY, "D"))
+        todo = set(self._touched)
+        for kind in self.kinds:
+            for sym in self.symbols:
+                todo.update(
+                    (kind.dataset, sym, p.stem)
+                    for p in self.catalog.pending_partitions(self.venue, kind.dataset, sym)
+                )
+        done = 0
+        for dataset, sym, part in sorted(todo):
+            if day is not None and part >= day:
+                continue
+            try:
+                self.catalog.compact(self.venue, dataset, sym, part)
+            except (CatalogError, OSError) as exc:
+                self.stats.write_errors += 1
+                log.error("compacting %s %s %s failed (%s); its parts are kept",
+                          dataset, sym, part, exc)  # fmt: skip
+                continue
+            self._touched.discard((dataset, sym, part))
+            done += 1
+        return done
 
     def _requeue(self, failed: dict[tuple[str, str], pa.Table]) -> None:
         for k, t in failed.items():
@@ -1187,12 +1275,12 @@ class TickCollector:
         failed: dict[tuple[str, str], pa.Table] = {}
         for (dataset, sym), tables in pending.items():
             spec = spec_for(dataset)
-            t = pa.concat_tables(tables)
+            t = pa.concat_tables(tables).combine_chunks()  # one copy; later reads zero-copy
             key = t.column(spec.key).to_numpy()
             if key.size > 1 and not (np.diff(key) > 0).all():  # late rows were accepted
                 t = t.take(pc.sort_indices(t, sort_keys=[(spec.key, "ascending")]))
             try:
-                write_partitioned(self.catalog, self.venue, dataset, sym, t)
+                paths = append_partitioned(self.catalog, self.venue, dataset, sym, t)
             except CatalogError as exc:
                 self.stats.rejected_rows += t.num_rows
                 path = (
@@ -1208,9 +1296,13 @@ class TickCollector:
                           dataset, sym, exc, t.num_rows)  # fmt: skip
                 failed[(dataset, sym)] = t
                 continue
+            self._touched.update((dataset, sym, _partition_of(p)) for p in paths)
             self.stats.rows_written[dataset] += t.num_rows
             total += t.num_rows
         self.stats.flushes += 1
+        if self._rollover:  # first flush after midnight: yesterday's partitions are done
+            self._rollover = False
+            self.compact(before_ns=self._flush_day * NS_PER_DAY)
         return total, failed
 
     def flush_due(self, now_ns: int) -> bool:
@@ -1315,6 +1407,7 @@ class TickCollector:
             self.process()
             self._confirm_gaps(final=True)
             await asyncio.to_thread(self.flush)
+            await asyncio.to_thread(self.compact)
         return self.stats
 
     def refresh_counts(self) -> None:
@@ -1340,7 +1433,8 @@ class TickCollector:
         self._requeue(failed)
 
     def stop(self) -> None:
-        """Ask :meth:`run` to finish (it then parses and flushes what is buffered)."""
+        """Ask :meth:`run` to finish (it then parses, flushes what is buffered and
+        compacts the partitions it wrote)."""
         self._stop_requested = True
         if self._stopping is not None:
             self._stopping.set()
