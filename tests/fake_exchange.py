@@ -47,7 +47,8 @@ user-data connection (``?listenKey=``) gets ``ORDER_TRADE_UPDATE`` messages in t
 layout (``ws_messages/ws_futures_order_update_*``) for every NEW/TRADE/CANCELED/EXPIRED.
 User-stream faults: :meth:`drop_user_streams` (TCP cut, optionally refusing reconnects with
 503), ``user_ws_duplicate`` (every message twice), :meth:`hold_user_messages` (the next n sent
-newest first).
+newest first); on REST, ``trade_lists_dup_reversed`` answers own-trade lists with every row
+twice, newest first.
 
 Faults are queued per route (optionally per method) and consumed one per request, first in
 first out (:meth:`FakeBinanceUSDM.inject`): a 429 or 418 with ``Retry-After``, a 5xx, a delay
@@ -55,6 +56,33 @@ longer than the client's timeout (before the request is handled), a lost respons
 once, answered late), a truncated JSON body, or any Binance error code. Every request is
 logged (:attr:`FakeBinanceUSDM.requests`) with its method, path, parameters and the fault
 served.
+
+**Binance spot** on the same server (ccxt ``binance`` with ``fetchMarkets`` = spot only):
+public ``/api/v3/ping``, ``time``, ``exchangeInfo`` (the recorded spot file), ``ticker/price``,
+``ticker/bookTicker`` and ``ticker/24hr`` (from the spot book); signed ``POST/GET/DELETE
+/api/v3/order``, ``/api/v3/openOrders``, ``/api/v3/myTrades``, ``/api/v3/account``. Spot orders
+go through the same matching code as the futures ones (:meth:`_match_new`,
+:meth:`_match_resting`) against the spot book (:meth:`set_book` / :meth:`trade` with
+``spot=True``) and move the spot balances (``spot_balances``: asset → free units; the locked
+part is the remainder of open orders, computed). Spot answers as Binance does: a client id
+may be reused once the earlier order is closed (only open ids are duplicates: ``-2010
+Duplicate order sent.``), ``-2010 Account has insufficient balance for requested action.``,
+a cancel answers with a new ``clientOrderId`` and the original in ``origClientOrderId``,
+``myTrades`` rows carry no client id. **Simplification:** spot commission (0.1 %) is charged
+in the quote asset (USDT); Binance takes a buy's commission in the base asset unless the
+account pays fees in BNB. Spot websockets: market streams on ``/stream-spot/ws`` (ccxt.pro's
+``urls['api']['ws']['spot']``, :meth:`publish` with ``spot=True``); the user-data stream on
+the websocket API ``/spot/ws-api/v3`` (``userDataStream.subscribe.signature``, signed like
+REST), ``executionReport`` events in the recorded layout
+(``ws_messages/ws_spot_execution_report_trade``).
+
+**USD-M conditional (algo) orders**: ccxt 4.5.90 sends a ``STOP_MARKET`` (any order with
+``triggerPrice``/``stopPrice``) to ``POST /fapi/v1/algoOrder`` with ``algoType=CONDITIONAL``,
+``clientAlgoId`` and ``triggerPrice``; ``GET``/``DELETE /fapi/v1/algoOrder`` (by
+``clientAlgoId`` or ``algoId``) and ``GET /fapi/v1/openAlgoOrders`` are served too. A public
+trade at or through the trigger price (:meth:`trade`) triggers it: ``algoStatus`` becomes
+``TRIGGERED`` with ``actualOrderId`` of a MARKET order (client id = the algo's client id)
+that fills against the book.
 
 ``now_ms`` is the server's clock (Binance's "now" for the OI lookback and for the klines
 still open); tests pin it so the served data does not depend on the wall clock.
@@ -110,6 +138,11 @@ INVALID_SYMBOL = {"code": -1121, "msg": "Invalid symbol."}
 def recorded(name: str) -> Any:
     """A recorded Binance response (``http_futures_market_<name>.json``), parsed."""
     return json.loads(shared_file(f"{RESPONSES_REL}/http_futures_market_{name}.json").read_text())
+
+
+def recorded_spot(name: str) -> Any:
+    """A recorded Binance spot response (``http_spot_<name>.json``), parsed."""
+    return json.loads(shared_file(f"{RESPONSES_REL}/http_spot_{name}.json").read_text())
 
 
 @dataclass(frozen=True)
@@ -231,7 +264,14 @@ class FakeBinanceUSDM:
         self._funding: dict[str, _Series] = {}
         self._klines: dict[tuple[str, str], _Series] = {}
         self._oi: dict[tuple[str, str], _Series] = {}
+        self.spot_exchange_info = recorded_spot("market_exchange_info")
         self.routes: dict[str, Handler] = {
+            "/api/v3/ping": lambda q: (200, {}),
+            "/api/v3/time": lambda q: (200, {"serverTime": self.now_ms}),
+            "/api/v3/exchangeInfo": lambda q: (200, self.spot_exchange_info),
+            "/api/v3/ticker/price": self._spot_ticker("price"),
+            "/api/v3/ticker/bookTicker": self._spot_ticker("book"),
+            "/api/v3/ticker/24hr": self._spot_ticker("24hr"),
             "/fapi/v1/ping": lambda q: (200, {}),
             "/fapi/v1/time": lambda q: (200, {"serverTime": self.now_ms}),
             "/fapi/v1/exchangeInfo": lambda q: (200, self.exchange_info),
@@ -459,7 +499,7 @@ class FakeBinanceUSDM:
         self._send_lock: asyncio.Lock | None = None
         self.user_ws_refused = False
         self.user_ws_duplicate = False
-        self._held: list[str] | None = None
+        self._held: list[tuple[list[_WsConn], str]] | None = None
         self._hold_n = 0
         self.user_ws_connections = 0
         self.user_messages_sent: list[dict[str, Any]] = []
@@ -486,6 +526,34 @@ class FakeBinanceUSDM:
             ("PUT", "/fapi/v1/listenKey"): lambda q: (200, {}),
             ("DELETE", "/fapi/v1/listenKey"): lambda q: (200, {}),
         }
+        self.private_routes.update(
+            {
+                ("POST", "/fapi/v1/algoOrder"): self._new_algo_order,
+                ("GET", "/fapi/v1/algoOrder"): self._get_algo_order,
+                ("DELETE", "/fapi/v1/algoOrder"): self._cancel_algo_order,
+                ("GET", "/fapi/v1/openAlgoOrders"): self._open_algo_orders,
+                ("POST", "/api/v3/order"): self._spot_new_order,
+                ("GET", "/api/v3/order"): self._spot_get_order,
+                ("DELETE", "/api/v3/order"): self._spot_cancel_order,
+                ("GET", "/api/v3/openOrders"): self._spot_open_orders,
+                ("GET", "/api/v3/myTrades"): self._spot_my_trades,
+                ("GET", "/api/v3/account"): self._spot_account,
+            }
+        )
+        self.algo_orders: dict[int, dict[str, Any]] = {}
+        self.trade_lists_dup_reversed = False
+        # spot account: asset -> free units (locked = remainders of open orders, computed)
+        self.spot_balances: dict[str, Decimal] = {"USDT": Decimal(wallet_usdt)}
+        self.spot_books: dict[str, dict[str, Decimal]] = {}
+        self.spot_orders: dict[int, dict[str, Any]] = {}
+        self.spot_trades: list[dict[str, Any]] = []
+        self.spot_partial_next: dict[str, Decimal] = {}
+        self.spot_fee_rate = Decimal("0.001")
+        self._spot_account_tpl = recorded_spot("wallet_account")
+        self._spot_er_tpl = recorded_ws("ws_spot_execution_report_trade")["data"]
+        self._spot_market_conns: list[_WsConn] = []
+        self._spot_user_conns: list[_WsConn] = []
+        self.spot_user_messages_sent: list[dict[str, Any]] = []
         self.routes["/fapi/v1/fundingInfo"] = lambda q: (200, self.funding_info)
         # signed on Binance; served unchecked so tests may replace it with set_json
         self.routes["/fapi/v1/leverageBracket"] = self._leverage_bracket
@@ -513,11 +581,20 @@ class FakeBinanceUSDM:
 
     # market state (test thread) ---------------------------------------------------------
     def set_book(
-        self, symbol: str, bid: str, bid_qty: str, ask: str, ask_qty: str, *, publish: bool = True
+        self,
+        symbol: str,
+        bid: str,
+        bid_qty: str,
+        ask: str,
+        ask_qty: str,
+        *,
+        publish: bool = True,
+        spot: bool = False,
     ) -> None:
-        """Best bid/ask of ``symbol`` (Binance string numbers); publishes a bookTicker."""
+        """Best bid/ask of ``symbol`` (Binance string numbers) on the futures book, or on the
+        spot book with ``spot``; publishes a bookTicker on that market's streams."""
         with self._lock:
-            self.books[symbol] = {
+            (self.spot_books if spot else self.books)[symbol] = {
                 "bid": Decimal(bid),
                 "bid_qty": Decimal(bid_qty),
                 "ask": Decimal(ask),
@@ -538,6 +615,7 @@ class FakeBinanceUSDM:
                     "a": ask,
                     "A": ask_qty,
                 },
+                spot=spot,
             )
 
     def set_mark(self, symbol: str, mark: str, index: str, rate: str, next_funding_ms: int) -> None:
@@ -581,25 +659,20 @@ class FakeBinanceUSDM:
             },
         )
 
-    def trade(self, symbol: str, price: str, qty: str, buyer_is_maker: bool) -> None:
-        """A public trade prints: resting limit orders at/through ``price`` fill (time
-        priority, the trade's size shared), then the trade is published."""
+    def trade(
+        self, symbol: str, price: str, qty: str, buyer_is_maker: bool, *, spot: bool = False
+    ) -> None:
+        """A public trade prints (on the spot market with ``spot``): resting limit orders
+        at/through ``price`` fill (time priority, the trade's size shared), futures
+        conditional orders whose trigger it reaches fire, then the trade is published."""
         px, avail = Decimal(price), Decimal(qty)
         with self._lock:
-            for o in sorted(self.orders.values(), key=lambda o: o["orderId"]):
-                if o["symbol"] != symbol or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
-                    continue
-                if avail <= 0:
-                    break
-                limit = Decimal(o["price"])
-                if o["side"] == "BUY":
-                    hit = px < limit or (px == limit and buyer_is_maker)
-                else:
-                    hit = px > limit or (px == limit and not buyer_is_maker)
-                if hit:
-                    q = min(avail, Decimal(o["origQty"]) - Decimal(o["executedQty"]))
-                    avail -= q
-                    self._execute(o, q, limit, maker=True)
+            orders = self.spot_orders if spot else self.orders
+            execute = self._spot_execute if spot else self._execute
+            for o, q, limit in self._match_resting(orders, symbol, px, avail, buyer_is_maker):
+                execute(o, q, limit, maker=True)
+            if not spot:
+                self._trigger_algo(symbol, px)
         now = int(time.time() * 1000)
         self.publish(
             f"{symbol.lower()}@trade",
@@ -614,7 +687,64 @@ class FakeBinanceUSDM:
                 "X": "MARKET",
                 "m": buyer_is_maker,
             },
+            spot=spot,
         )
+
+    # the matching engine shared by futures and spot (caller holds self._lock) -------------
+    @staticmethod
+    def _match_resting(
+        orders: dict[int, dict[str, Any]],
+        symbol: str,
+        px: Decimal,
+        qty: Decimal,
+        buyer_is_maker: bool,
+    ) -> list[tuple[dict[str, Any], Decimal, Decimal]]:
+        """``(order, qty, limit price)`` fills of the resting limits of ``symbol`` that a
+        public trade of ``qty`` at ``px`` reaches, in time priority: a bid at/above a trade
+        at its price only when the taker sold (``buyer_is_maker``), strictly through it
+        otherwise (and mirrored for asks)."""
+        out = []
+        avail = qty
+        for o in sorted(orders.values(), key=lambda o: o["orderId"]):
+            if o["symbol"] != symbol or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            if avail <= 0:
+                break
+            limit = Decimal(o["price"])
+            if limit <= 0:  # a market order never rests
+                continue
+            if o["side"] == "BUY":
+                hit = px < limit or (px == limit and buyer_is_maker)
+            else:
+                hit = px > limit or (px == limit and not buyer_is_maker)
+            if hit:
+                q = min(avail, Decimal(o["origQty"]) - Decimal(o["executedQty"]))
+                avail -= q
+                out.append((o, q, limit))
+        return out
+
+    @staticmethod
+    def _match_new(
+        book: dict[str, Decimal],
+        side: str,
+        otype: str,
+        qty: Decimal,
+        price: Decimal,
+        cap: Decimal | None,
+    ) -> tuple[bool, Decimal, Decimal]:
+        """A new order against the top of ``book``: ``(crosses, qty taken, top price)``. A
+        market order takes ``qty`` at the top; a crossing limit takes up to the top's size;
+        ``cap`` (the ``partial_next`` fault) caps the immediate fill."""
+        top_px, top_qty = (
+            (book["ask"], book["ask_qty"]) if side == "BUY" else (book["bid"], book["bid_qty"])
+        )
+        crosses = otype == "MARKET" or (top_px <= price if side == "BUY" else top_px >= price)
+        if not crosses:
+            return False, Decimal(0), top_px
+        take = qty if otype == "MARKET" else min(qty, top_qty)
+        if cap is not None:
+            take = min(take, cap)
+        return True, take, top_px
 
     def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> Decimal:
         """Book funding on the position of ``symbol``: ``−qty × mark × rate`` rounded
@@ -640,9 +770,20 @@ class FakeBinanceUSDM:
             return pay
 
     def orders_with_client_id(self, client_order_id: str) -> list[dict[str, Any]]:
-        """Every order the fake holds (any status) with ``client_order_id``."""
+        """Every order the fake holds (any status, futures and spot) with
+        ``client_order_id``."""
         with self._lock:
-            return [dict(o) for o in self.orders.values() if o["clientOrderId"] == client_order_id]
+            return [
+                dict(o)
+                for o in [*self.orders.values(), *self.spot_orders.values()]
+                if o["clientOrderId"] == client_order_id
+            ]
+
+    def all_orders(self) -> list[dict[str, Any]]:
+        """Every futures and spot order the fake holds (copies), oldest first."""
+        with self._lock:
+            rows = [*self.orders.values(), *self.spot_orders.values()]
+            return [dict(o) for o in sorted(rows, key=lambda o: o["orderId"])]
 
     # matching (caller holds self._lock) ----------------------------------------------------
     def _execute(self, o: dict[str, Any], qty: Decimal, price: Decimal, *, maker: bool) -> None:
@@ -790,10 +931,7 @@ class FakeBinanceUSDM:
         }
         for k in ("activatePrice", "priceRate"):
             o.pop(k, None)
-        top_px, top_qty = (
-            (book["ask"], book["ask_qty"]) if side == "BUY" else (book["bid"], book["bid_qty"])
-        )
-        crosses = otype == "MARKET" or (top_px <= price if side == "BUY" else top_px >= price)
+        crosses, _, _ = self._match_new(book, side, otype, qty, price, None)
         if crosses and tif == "GTX":
             return 400, {
                 "code": -5022,
@@ -803,10 +941,8 @@ class FakeBinanceUSDM:
         self.orders[o["orderId"]] = o
         self._user_update(o, "NEW")
         if crosses:
-            take = qty if otype == "MARKET" else min(qty, top_qty)
             cap = self.partial_next.pop(sym, None)
-            if cap is not None:
-                take = min(take, cap)
+            _, take, top_px = self._match_new(book, side, otype, qty, price, cap)
             self._execute(o, take, top_px, maker=False)
             if o["status"] != "FILLED" and (otype == "MARKET" or tif == "IOC"):
                 o["status"] = "EXPIRED"
@@ -859,7 +995,14 @@ class FakeBinanceUSDM:
             rows = [t for t in rows if t["time"] >= int(q["startTime"])]
         if "fromId" in q:
             rows = [t for t in rows if t["id"] >= int(q["fromId"])]
-        return 200, rows[: min(int(q.get("limit", 500)), 1000)]
+        return 200, self._trade_list_fault(rows[: min(int(q.get("limit", 500)), 1000)])
+
+    def _trade_list_fault(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``trade_lists_dup_reversed``: every row of a ``userTrades``/``myTrades`` answer
+        twice, newest first (duplicate and out-of-order rows on the REST path)."""
+        if not self.trade_lists_dup_reversed:
+            return rows
+        return [r for r in reversed(rows) for _ in range(2)]
 
     def _mark_of(self, sym: str) -> Decimal:
         b = self.books.get(sym)
@@ -982,32 +1125,513 @@ class FakeBinanceUSDM:
         self.listen_keys.add(key)
         return 200, {"listenKey": key}
 
+    # -- USD-M conditional (algo) orders --------------------------------------------------
+    def _algo_out(self, a: dict[str, Any]) -> dict[str, Any]:
+        return dict(a)
+
+    def _new_algo_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol", "")
+        if sym not in self._symbols():
+            return 400, INVALID_SYMBOL
+        if q.get("algoType") != "CONDITIONAL":
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'algoType' was not sent."}
+        otype, side = q.get("type", ""), q.get("side", "")
+        if otype not in ("STOP_MARKET", "TAKE_PROFIT_MARKET") or side not in ("BUY", "SELL"):
+            return 400, {"code": -1116, "msg": "Invalid orderType."}
+        if "triggerPrice" not in q:
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'triggerPrice' was not sent."}
+        cid = q.get("clientAlgoId") or f"fakealgo-{next(self._ids)}"
+        if any(a["clientAlgoId"] == cid for a in self.algo_orders.values()):
+            return 400, {"code": -4116, "msg": "ClientOrderId is duplicated."}
+        qty = Decimal(q.get("quantity", "0"))
+        if qty <= 0:
+            return 400, {"code": -4003, "msg": "Quantity less than or equal to zero."}
+        now = int(time.time() * 1000)
+        a = {
+            "algoId": next(self._ids),
+            "clientAlgoId": cid,
+            "algoType": "CONDITIONAL",
+            "orderType": otype,
+            "symbol": sym,
+            "side": side,
+            "positionSide": q.get("positionSide", "BOTH"),
+            "timeInForce": "GTC",
+            "quantity": f"{qty:f}",
+            "algoStatus": "NEW",
+            "triggerPrice": q["triggerPrice"],
+            "price": "0",
+            "icebergQuantity": None,
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+            "workingType": q.get("workingType", "CONTRACT_PRICE"),
+            "priceMatch": "NONE",
+            "closePosition": False,
+            "priceProtect": False,
+            "reduceOnly": q.get("reduceOnly", "false") == "true",
+            "createTime": now,
+            "updateTime": now,
+            "triggerTime": 0,
+            "goodTillDate": 0,
+        }
+        self.algo_orders[a["algoId"]] = a
+        return 200, self._algo_out(a)
+
+    def _find_algo(self, q: dict[str, str]) -> dict[str, Any] | None:
+        for a in self.algo_orders.values():
+            if "algoId" in q and str(a["algoId"]) == q["algoId"]:
+                return a
+            if "clientAlgoId" in q and a["clientAlgoId"] == q["clientAlgoId"]:
+                return a
+        return None
+
+    def _get_algo_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        a = self._find_algo(q)
+        if a is None:
+            return 400, {"code": -2013, "msg": "Order does not exist."}
+        return 200, self._algo_out(a)
+
+    def _cancel_algo_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        a = self._find_algo(q)
+        if a is None or a["algoStatus"] != "NEW":
+            return 400, {"code": -2011, "msg": "Unknown order sent."}
+        a["algoStatus"] = "CANCELED"
+        a["updateTime"] = int(time.time() * 1000)
+        return 200, {
+            "algoId": a["algoId"],
+            "clientAlgoId": a["clientAlgoId"],
+            "code": "200",
+            "msg": "success",
+        }
+
+    def _open_algo_orders(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol")
+        return 200, [
+            self._algo_out(a)
+            for a in self.algo_orders.values()
+            if a["algoStatus"] == "NEW" and sym in (None, a["symbol"])
+        ]
+
+    def _trigger_algo(self, symbol: str, px: Decimal) -> None:
+        """Fire the conditional orders of ``symbol`` a trade at ``px`` reaches: a STOP_MARKET
+        buy at px ≥ trigger, sell at px ≤ trigger (TAKE_PROFIT_MARKET the reverse); the
+        triggered MARKET order carries the algo's client id (caller holds the lock)."""
+        for a in sorted(self.algo_orders.values(), key=lambda a: a["algoId"]):
+            if a["symbol"] != symbol or a["algoStatus"] != "NEW":
+                continue
+            trig = Decimal(a["triggerPrice"])
+            up = a["side"] == "BUY" if a["orderType"] == "STOP_MARKET" else a["side"] == "SELL"
+            if not (px >= trig if up else px <= trig):
+                continue
+            params = {
+                "symbol": symbol,
+                "side": a["side"],
+                "type": "MARKET",
+                "quantity": a["quantity"],
+                "newClientOrderId": a["clientAlgoId"],
+                "reduceOnly": "true" if a["reduceOnly"] else "false",
+                "positionSide": a["positionSide"],
+            }
+            status, body = self._new_order(params)
+            now = int(time.time() * 1000)
+            a["triggerTime"] = a["updateTime"] = now
+            if status == 200:
+                a["algoStatus"] = "FINISHED"
+                a["actualOrderId"] = str(body["orderId"])
+                a["actualPrice"] = body["avgPrice"]
+            else:
+                a["algoStatus"] = "REJECTED"
+
+    # -- spot --------------------------------------------------------------------------
+    def _spot_symbols(self) -> dict[str, dict[str, Any]]:
+        return {s["symbol"]: s for s in self.spot_exchange_info.get("symbols", [])}
+
+    def _spot_ticker(self, kind: str) -> Handler:
+        """``ticker/price`` / ``ticker/bookTicker`` / ``ticker/24hr`` from the spot book."""
+
+        def one(sym: str) -> dict[str, Any]:
+            b = self.spot_books.get(sym)
+            bid, ask = (b["bid"], b["ask"]) if b else (Decimal(0), Decimal(0))
+            mid = (bid + ask) / 2
+            if kind == "price":
+                return {"symbol": sym, "price": f"{mid:.8f}"}
+            book = {
+                "symbol": sym,
+                "bidPrice": f"{bid:.8f}",
+                "bidQty": f"{b['bid_qty'] if b else 0:.8f}",
+                "askPrice": f"{ask:.8f}",
+                "askQty": f"{b['ask_qty'] if b else 0:.8f}",
+            }
+            if kind == "book":
+                return book
+            now = int(time.time() * 1000)
+            return {
+                **book,
+                "priceChange": "0.00000000",
+                "priceChangePercent": "0.000",
+                "weightedAvgPrice": f"{mid:.8f}",
+                "lastPrice": f"{mid:.8f}",
+                "openPrice": f"{mid:.8f}",
+                "highPrice": f"{mid:.8f}",
+                "lowPrice": f"{mid:.8f}",
+                "volume": "0.00000000",
+                "quoteVolume": "0.00000000",
+                "openTime": now - DAY_MS,
+                "closeTime": now,
+                "count": 0,
+            }
+
+        def handler(q: dict[str, str]) -> tuple[int, Any]:
+            sym = q.get("symbol")
+            if sym is None:
+                return 200, [one(s) for s in sorted(self._spot_symbols())]
+            if sym not in self._spot_symbols():
+                return 400, INVALID_SYMBOL
+            return 200, one(sym)
+
+        return handler
+
+    def _spot_locked(self, asset: str) -> Decimal:
+        """Units of ``asset`` held by open spot orders (a buy locks its quote at its limit
+        price, a sell its base)."""
+        out = Decimal(0)
+        info = self._spot_symbols()
+        for o in self.spot_orders.values():
+            if o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+                continue
+            s = info[o["symbol"]]
+            rem = Decimal(o["origQty"]) - Decimal(o["executedQty"])
+            if o["side"] == "BUY" and s["quoteAsset"] == asset:
+                out += rem * Decimal(o["price"]) * (1 + self.spot_fee_rate)
+            elif o["side"] == "SELL" and s["baseAsset"] == asset:
+                out += rem
+        return out
+
+    def spot_free(self, asset: str) -> Decimal:
+        """Free units of ``asset`` on the spot account (balance − locked)."""
+        return self.spot_balances.get(asset, Decimal(0)) - self._spot_locked(asset)
+
+    _SPOT_ORDER_PARAMS = frozenset(
+        {
+            "symbol",
+            "side",
+            "type",
+            "timeInForce",
+            "quantity",
+            "price",
+            "newClientOrderId",
+            "stopPrice",
+            "icebergQty",
+            "newOrderRespType",
+            "selfTradePreventionMode",
+            "recvWindow",
+            "timestamp",
+            "signature",
+        }
+    )
+
+    def _spot_new_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol", "")
+        info = self._spot_symbols().get(sym)
+        if info is None:
+            return 400, INVALID_SYMBOL
+        extra = sorted(set(q) - self._SPOT_ORDER_PARAMS)
+        if extra:  # Binance spot refuses parameters it does not read (e.g. reduceOnly)
+            return 400, {
+                "code": -1104,
+                "msg": f"Not all sent parameters were read; unread: {','.join(extra)}.",
+            }
+        cid = q.get("newClientOrderId") or f"fakespot-{next(self._ids)}"
+        if any(
+            o["clientOrderId"] == cid and o["status"] in ("NEW", "PARTIALLY_FILLED")
+            for o in self.spot_orders.values()
+        ):
+            return 400, {"code": -2010, "msg": "Duplicate order sent."}
+        otype, side = q.get("type", ""), q.get("side", "")
+        if otype not in ("LIMIT", "MARKET", "LIMIT_MAKER") or side not in ("BUY", "SELL"):
+            return 400, {"code": -1116, "msg": "Invalid orderType."}
+        if "quantity" not in q:
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'quantity' was not sent."}
+        qty = Decimal(q["quantity"])
+        if qty <= 0:
+            return 400, {"code": -1013, "msg": "Filter failure: LOT_SIZE"}
+        book = self.spot_books.get(sym)
+        if book is None:
+            return 400, {"code": -2010, "msg": "Order would immediately match and take."}
+        price = Decimal(q.get("price", "0")) if otype != "MARKET" else Decimal(0)
+        tif = q.get("timeInForce", "GTC") if otype == "LIMIT" else "GTC"
+        ref_px = price if otype != "MARKET" else (book["ask"] if side == "BUY" else book["bid"])
+        if side == "BUY":
+            short = qty * ref_px * (1 + self.spot_fee_rate) > self.spot_free(info["quoteAsset"])
+        else:
+            short = qty > self.spot_free(info["baseAsset"])
+        if short:
+            return 400, {
+                "code": -2010,
+                "msg": "Account has insufficient balance for requested action.",
+            }
+        crosses, _, _ = self._match_new(book, side, otype, qty, price, None)
+        if crosses and otype == "LIMIT_MAKER":
+            return 400, {"code": -2010, "msg": "Order would immediately match and take."}
+        now = int(time.time() * 1000)
+        o: dict[str, Any] = {
+            "symbol": sym,
+            "orderId": next(self._ids),
+            "orderListId": -1,
+            "clientOrderId": cid,
+            "price": f"{price:.8f}",
+            "origQty": f"{qty:.8f}",
+            "executedQty": "0.00000000",
+            "cummulativeQuoteQty": "0.00000000",
+            "status": "NEW",
+            "timeInForce": tif,
+            "type": otype,
+            "side": side,
+            "stopPrice": "0.00000000",
+            "icebergQty": "0.00000000",
+            "time": now,
+            "updateTime": now,
+            "isWorking": True,
+            "workingTime": now,
+            "origQuoteOrderQty": "0.00000000",
+            "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
+        self.spot_orders[o["orderId"]] = o
+        self._spot_user_update(o, "NEW")
+        n_trades = len(self.spot_trades)
+        if crosses:
+            cap = self.spot_partial_next.pop(sym, None)
+            _, take, top_px = self._match_new(book, side, otype, qty, price, cap)
+            self._spot_execute(o, take, top_px, maker=False)
+            if o["status"] != "FILLED" and (otype == "MARKET" or tif == "IOC"):
+                o["status"] = "EXPIRED"
+                self._spot_user_update(o, "EXPIRED")
+        elif tif == "IOC":
+            o["status"] = "EXPIRED"
+            self._spot_user_update(o, "EXPIRED")
+        out = {k: o[k] for k in o if k not in ("stopPrice", "icebergQty", "time", "updateTime")}
+        out.pop("isWorking", None)
+        out.pop("origQuoteOrderQty", None)
+        out["transactTime"] = now
+        out["fills"] = [
+            {
+                "price": t["price"],
+                "qty": t["qty"],
+                "commission": t["commission"],
+                "commissionAsset": t["commissionAsset"],
+                "tradeId": t["id"],
+            }
+            for t in self.spot_trades[n_trades:]
+        ]
+        return 200, out
+
+    def _spot_execute(
+        self, o: dict[str, Any], qty: Decimal, price: Decimal, *, maker: bool
+    ) -> None:
+        """One spot execution: balances move (commission in the quote asset, see the module
+        docstring), the order's cumulative fields, ``myTrades`` and an executionReport."""
+        info = self._spot_symbols()[o["symbol"]]
+        base, quote = info["baseAsset"], info["quoteAsset"]
+        notional = qty * price
+        fee = (notional * self.spot_fee_rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
+        bal = self.spot_balances
+        buy = o["side"] == "BUY"
+        bal[base] = bal.get(base, Decimal(0)) + (qty if buy else -qty)
+        bal[quote] = bal.get(quote, Decimal(0)) + (-notional if buy else notional) - fee
+        done = Decimal(o["executedQty"]) + qty
+        cum_quote = Decimal(o["cummulativeQuoteQty"]) + notional
+        o["executedQty"] = f"{done:.8f}"
+        o["cummulativeQuoteQty"] = f"{cum_quote:.8f}"
+        o["status"] = "FILLED" if done >= Decimal(o["origQty"]) else "PARTIALLY_FILLED"
+        now = int(time.time() * 1000)
+        o["updateTime"] = now
+        tid = next(self._trade_ids)
+        self.spot_trades.append(
+            {
+                "symbol": o["symbol"],
+                "id": tid,
+                "orderId": o["orderId"],
+                "orderListId": -1,
+                "price": f"{price:.8f}",
+                "qty": f"{qty:.8f}",
+                "quoteQty": f"{notional:.8f}",
+                "commission": f"{fee:.8f}",
+                "commissionAsset": quote,
+                "time": now,
+                "isBuyer": buy,
+                "isMaker": maker,
+                "isBestMatch": True,
+            }
+        )
+        self._spot_user_update(
+            o,
+            "TRADE",
+            last_qty=qty,
+            last_px=price,
+            fee=fee,
+            fee_asset=quote,
+            trade_id=tid,
+            maker=maker,
+        )
+
+    def _spot_user_update(
+        self,
+        o: dict[str, Any],
+        exec_type: str,
+        *,
+        last_qty: Decimal = Decimal(0),
+        last_px: Decimal = Decimal(0),
+        fee: Decimal = Decimal(0),
+        fee_asset: str | None = None,
+        trade_id: int = -1,
+        maker: bool = False,
+    ) -> None:
+        """An ``executionReport`` for ``o`` on the spot user-data stream (recorded layout)."""
+        now = int(time.time() * 1000)
+        body = {
+            **self._spot_er_tpl,
+            "E": now,
+            "s": o["symbol"],
+            "c": o["clientOrderId"],
+            "S": o["side"],
+            "o": o["type"],
+            "f": o["timeInForce"],
+            "q": o["origQty"],
+            "p": o["price"],
+            "x": exec_type,
+            "X": o["status"],
+            "i": o["orderId"],
+            "l": f"{last_qty:.8f}",
+            "z": o["executedQty"],
+            "L": f"{last_px:.8f}",
+            "n": f"{fee:.8f}",
+            "N": fee_asset,
+            "T": now,
+            "t": trade_id,
+            "w": o["status"] in ("NEW", "PARTIALLY_FILLED"),
+            "m": maker,
+            "O": o["time"],
+            "Z": o["cummulativeQuoteQty"],
+            "Y": f"{last_qty * last_px:.8f}",
+        }
+        self.push_user({"subscriptionId": 0, "event": body}, spot=True)
+
+    def _spot_find(self, q: dict[str, str]) -> dict[str, Any] | None:
+        sym = q.get("symbol")
+        found = None
+        for o in sorted(self.spot_orders.values(), key=lambda o: o["orderId"]):
+            if o["symbol"] != sym:
+                continue
+            if "orderId" in q and str(o["orderId"]) == q["orderId"]:
+                return o
+            if "origClientOrderId" in q and o["clientOrderId"] == q["origClientOrderId"]:
+                found = o  # a client id may be reused once closed: the latest one
+        return found
+
+    def _spot_get_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        if q.get("symbol") not in self._spot_symbols():
+            return 400, INVALID_SYMBOL
+        o = self._spot_find(q)
+        if o is None:
+            return 400, {"code": -2013, "msg": "Order does not exist."}
+        return 200, dict(o)
+
+    def _spot_cancel_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        o = self._spot_find(q)
+        if o is None or o["status"] not in ("NEW", "PARTIALLY_FILLED"):
+            return 400, {"code": -2011, "msg": "Unknown order sent."}
+        o["status"] = "CANCELED"
+        now = o["updateTime"] = int(time.time() * 1000)
+        self._spot_user_update(o, "CANCELED")
+        out = {
+            k: o[k]
+            for k in (
+                "symbol",
+                "orderId",
+                "orderListId",
+                "price",
+                "origQty",
+                "executedQty",
+                "cummulativeQuoteQty",
+                "status",
+                "timeInForce",
+                "type",
+                "side",
+                "selfTradePreventionMode",
+            )
+        }
+        # Binance names the cancel request's own id clientOrderId and the order's origClientOrderId
+        out["origClientOrderId"] = o["clientOrderId"]
+        out["clientOrderId"] = f"fakecancel{next(self._ids)}"
+        out["transactTime"] = now
+        return 200, out
+
+    def _spot_open_orders(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol")
+        return 200, [
+            dict(o)
+            for o in self.spot_orders.values()
+            if o["status"] in ("NEW", "PARTIALLY_FILLED") and sym in (None, o["symbol"])
+        ]
+
+    def _spot_my_trades(self, q: dict[str, str]) -> tuple[int, Any]:
+        sym = q.get("symbol")
+        if sym is None:
+            return 400, {"code": -1102, "msg": "Mandatory parameter 'symbol' was not sent."}
+        rows = [t for t in self.spot_trades if t["symbol"] == sym]
+        if "orderId" in q:
+            rows = [t for t in rows if str(t["orderId"]) == q["orderId"]]
+        if "startTime" in q:
+            rows = [t for t in rows if t["time"] >= int(q["startTime"])]
+        if "fromId" in q:
+            rows = [t for t in rows if t["id"] >= int(q["fromId"])]
+        return 200, self._trade_list_fault(rows[: min(int(q.get("limit", 500)), 1000)])
+
+    def _spot_account(self, q: dict[str, str]) -> tuple[int, Any]:
+        rows = []
+        for asset in sorted(self.spot_balances):
+            total, locked = self.spot_balances[asset], self._spot_locked(asset)
+            if total != 0 or locked != 0:
+                rows.append(
+                    {"asset": asset, "free": f"{total - locked:.8f}", "locked": f"{locked:.8f}"}
+                )
+        return 200, {
+            **self._spot_account_tpl,
+            "canWithdraw": False,
+            "updateTime": int(time.time() * 1000),
+            "balances": rows,
+        }
+
     # -- websockets --------------------------------------------------------------------
-    def publish(self, stream: str, payload: dict[str, Any]) -> None:
-        """Send ``payload`` to every market connection subscribed to ``stream``."""
+    def publish(self, stream: str, payload: dict[str, Any], *, spot: bool = False) -> None:
+        """Send ``payload`` to every market connection (spot ones with ``spot``) subscribed
+        to ``stream``."""
         text = json.dumps(payload)
         if self._loop is None:
             return
-        asyncio.run_coroutine_threadsafe(self._send(self._market_conns, text, stream), self._loop)
+        conns = self._spot_market_conns if spot else self._market_conns
+        asyncio.run_coroutine_threadsafe(self._send(conns, text, stream), self._loop)
 
-    def push_user(self, payload: dict[str, Any]) -> None:
-        """Send ``payload`` on the user-data stream, applying the user-stream faults:
-        ``user_ws_duplicate`` sends each message twice; :meth:`hold_user_messages` holds the
-        next ``n`` and sends them in reverse order."""
-        self.user_messages_sent.append(payload)
+    def push_user(self, payload: dict[str, Any], *, spot: bool = False) -> None:
+        """Send ``payload`` on the (futures, or with ``spot`` the spot) user-data stream,
+        applying the user-stream faults to both: ``user_ws_duplicate`` sends each message
+        twice; :meth:`hold_user_messages` holds the next ``n`` and sends them in reverse
+        order."""
+        (self.spot_user_messages_sent if spot else self.user_messages_sent).append(payload)
+        conns = self._spot_user_conns if spot else self._user_conns
         texts = [json.dumps(payload)]
         if self.user_ws_duplicate:
             texts = texts * 2
         if self._held is not None:
-            self._held.extend(texts)
+            self._held.extend((conns, t) for t in texts)
             if len(self._held) >= self._hold_n:
-                texts, self._held = list(reversed(self._held)), None
+                held, self._held = list(reversed(self._held)), None
             else:
                 return
+        else:
+            held = [(conns, t) for t in texts]
         if self._loop is None:
             return
-        for t in texts:
-            asyncio.run_coroutine_threadsafe(self._send(self._user_conns, t, None), self._loop)
+        for cs, t in held:
+            asyncio.run_coroutine_threadsafe(self._send(cs, t, None), self._loop)
 
     def hold_user_messages(self, n: int) -> None:
         """Hold the next ``n`` user-data messages and then send them newest first."""
@@ -1021,9 +1645,10 @@ class FakeBinanceUSDM:
             return
 
         async def cut() -> None:
-            for c in list(self._user_conns):
-                c.transport_close()
-            self._user_conns.clear()
+            for conns in (self._user_conns, self._spot_user_conns):
+                for c in list(conns):
+                    c.transport_close()
+                conns.clear()
 
         asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
 
@@ -1033,10 +1658,11 @@ class FakeBinanceUSDM:
             return 0
 
         async def cut() -> int:
-            conns = list(self._market_conns)
+            conns = [*self._market_conns, *self._spot_market_conns]
             for c in conns:
                 c.transport_close()
             self._market_conns.clear()
+            self._spot_market_conns.clear()
             return len(conns)
 
         return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
@@ -1054,11 +1680,22 @@ class FakeBinanceUSDM:
             time.sleep(0.01)
         return False
 
-    def wait_subscribed(self, stream: str, timeout_s: float = 5.0) -> bool:
-        """Block until a market connection subscribed to ``stream``."""
+    def wait_spot_user_connection(self, timeout_s: float = 5.0) -> bool:
+        """Block until a spot user-data subscription is live."""
         end = time.monotonic() + timeout_s
         while time.monotonic() < end:
-            if any(c.wants(stream) for c in list(self._market_conns)):
+            if self._spot_user_conns:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def wait_subscribed(self, stream: str, timeout_s: float = 5.0, *, spot: bool = False) -> bool:
+        """Block until a market connection (a spot one with ``spot``) subscribed to
+        ``stream``."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            conns = self._spot_market_conns if spot else self._market_conns
+            if any(c.wants(stream) for c in list(conns)):
                 return True
             time.sleep(0.01)
         return False
@@ -1072,8 +1709,74 @@ class FakeBinanceUSDM:
                     with contextlib.suppress(ConnectionError, RuntimeError):
                         await c.ws.send_str(text)
 
+    @property
+    def spot_ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>/stream-spot/ws`` — ccxt.pro's ``urls['api']['ws']['spot']``
+        (ccxt.pro 4.5 tells a spot connection by ``/stream`` in its url, as in Binance's
+        ``stream.binance.com``: without it a spot trade of ``BTCUSDT`` is parsed as the
+        perp's)."""
+        return f"ws://127.0.0.1:{self.port}/stream-spot/ws"
+
+    @property
+    def spot_ws_api_url(self) -> str:
+        """``ws://127.0.0.1:<port>/spot/ws-api/v3`` — ``urls['api']['ws']['ws-api']['spot']``."""
+        return f"ws://127.0.0.1:{self.port}/spot/ws-api/v3"
+
+    def _ws_api_auth(self, params: dict[str, Any]) -> str | None:
+        """Check a websocket-API signature (HMAC-SHA256 of the key-sorted params without
+        ``signature``, as REST); the refusal message or None."""
+        if params.get("apiKey") != self.api_key:
+            return "Invalid API-key, IP, or permissions for action."
+        sig = str(params.get("signature", ""))
+        rest = {k: v for k, v in params.items() if k != "signature"}
+        payload = "&".join(f"{k}={rest[k]}" for k in sorted(rest))
+        want = hmac.new(self.api_secret.encode(), payload.encode(), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(sig, want):
+            return "Signature for this request is not valid."
+        return None
+
+    async def _spot_ws_api(self, request: web.Request) -> web.StreamResponse:
+        """The spot websocket API: ``userDataStream.subscribe.signature`` makes the
+        connection a user-data stream (``executionReport`` events)."""
+        with self._lock:
+            self.requests.append(LoggedRequest("WS", request.path, {}, None))
+        if self.user_ws_refused:
+            return web.Response(status=503, text="user data stream unavailable")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        conn = _WsConn(ws, request)
+        try:
+            async for msg in ws:
+                if msg.type != web.WSMsgType.TEXT:
+                    continue
+                try:
+                    m = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if m.get("method") != "userDataStream.subscribe.signature":
+                    err = {"code": -1100, "msg": f"unknown method {m.get('method')!r}"}
+                    await ws.send_str(json.dumps({"id": m.get("id"), "status": 400, "error": err}))
+                    continue
+                why = self._ws_api_auth(dict(m.get("params") or {}))
+                if why is not None:
+                    err = {"code": -1022, "msg": why}
+                    await ws.send_str(json.dumps({"id": m.get("id"), "status": 401, "error": err}))
+                    continue
+                reply = {"id": m.get("id"), "status": 200, "result": {"subscriptionId": 0}}
+                await ws.send_str(json.dumps(reply))
+                if conn not in self._spot_user_conns:
+                    self._spot_user_conns.append(conn)
+                    self.user_ws_connections += 1
+        finally:
+            if conn in self._spot_user_conns:
+                self._spot_user_conns.remove(conn)
+        return ws
+
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         path = request.path
+        if path.startswith("/spot/ws-api"):
+            return await self._spot_ws_api(request)
+        spot = path.startswith("/stream-spot/")
         private = path.startswith("/private")
         if private:
             key = request.query.get("listenKey", path.rsplit("/", 1)[-1])
@@ -1090,6 +1793,8 @@ class FakeBinanceUSDM:
         if private:
             self._user_conns.append(conn)
             self.user_ws_connections += 1
+        elif spot:
+            self._spot_market_conns.append(conn)
         else:
             self._market_conns.append(conn)
         try:
@@ -1107,7 +1812,7 @@ class FakeBinanceUSDM:
                     conn.streams.difference_update(m.get("params", []))
                     await ws.send_str(json.dumps({"result": None, "id": m.get("id")}))
         finally:
-            for lst in (self._user_conns, self._market_conns):
+            for lst in (self._user_conns, self._market_conns, self._spot_market_conns):
                 if conn in lst:
                     lst.remove(conn)
         return ws

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -256,3 +259,62 @@ def test_data_import_archive_capture_funding_all_or_nothing(tmp_path: Path) -> N
                  str(cat), cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert c.read("binance", "mark_bars_1m", "BTCUSDT").num_rows == n_bars
+
+
+# --------------------------------------------------------------------------- perpdesk run
+
+
+@pytest.mark.parametrize(
+    ("toml", "args", "expected"),
+    [
+        (
+            "[runner]\ncycle_s = 0\n",
+            [],
+            "runner.cycle_s = 0: input should be greater than 0",
+        ),
+        # a flag is checked as the key it overrides
+        ("", ["--run-id", "much-too-long"], "runner.run_id = 'much-too-long': must be 1–8"),
+        # without --paper/--live, runner.mode decides; live still needs the risk switches
+        ('[runner]\nmode = "live"\n', [], "--live refused: risk.enable_live_orders is false"),
+    ],
+)
+def test_run_reads_the_runner_section_and_bad_values_are_one_line(
+    tmp_path: Path, toml: str, args: list[str], expected: str
+) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(toml)
+    r = perpdesk("run", "--config", str(cfg), *args, cwd=tmp_path)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_run_paper_takes_runner_settings_and_flags_override_them(tmp_path: Path) -> None:
+    from tests.realdata import shared_file
+
+    perp = shared_file("binance-ws/usdm/btcusdt_20230405.dat.gz")
+    spot = shared_file("binance-ws/spot/btcusdt_20230405.dat.gz")
+    data = tmp_path / "data"
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[paths]\ndata_dir = "{data}"\n'
+        '[runner]\nrun_id = "fromcfg"\ncycle_s = 0.05\nsymbols = ["btcusdt"]\n'
+        "paper_balance_usd = 20000\n"
+    )
+    # no --paper/--live: runner.mode ("paper") decides; --run-id overrides the config's key
+    args = ["run", "--config", str(cfg), "--replay", str(perp), "--replay-spot", str(spot)]
+    args += ["--max-cycles", "2", "--replay-rate", "20000", "--run-id", "flag1"]
+    r = perpdesk(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "cycle 2: ok" in r.stdout
+    snap = json.loads((data / "state.json").read_text())
+    assert snap["run_id"] == "flag1" and snap["mode"] == "paper"
+    assert (data / "paper-flag1.sqlite").is_file() and not (data / "paper-fromcfg.sqlite").exists()
+    # the paper wallet of the config is what the ledger was funded with
+    assert Decimal(snap["status"]["equity_usd"]) == Decimal(20000)
+    # the config's symbols (upper-cased) are the pairs traded: the plan shows their VPIN
+    con = sqlite3.connect(data / "ledger.sqlite")
+    plans = [json.loads(d) for (d,) in con.execute("SELECT data FROM events WHERE kind = 'plan'")]
+    con.close()
+    assert [sorted(p["vpin"]) for p in plans] == [["BTCUSDT"], ["BTCUSDT"]]

@@ -73,7 +73,7 @@ def test_content_hash_tracks_results_not_paths() -> None:
         ),
         (
             "[acount]\nbankroll_usd = 1\n",
-            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths, risk, store, grid, optimize)",
+            "acount = {'bankroll_usd': 1}: unknown key (known: account, carry, demo, paths, risk, store, grid, optimize, runner)",
         ),
         (
             "[account]\nbankroll_usd = 0\n",
@@ -128,3 +128,72 @@ def test_grid_and_optimize_sections(tmp_path: Path) -> None:
         match=r"optimize\.grid_space: search space k: low 3 must be a number below high 2",
     ):
         load_settings(_toml(tmp_path, "[optimize.grid_space]\nk = {low = 3, high = 2}\n"))
+
+
+def test_runner_section_from_file_env_and_overrides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = _toml(
+        tmp_path,
+        '[runner]\nsymbols = ["ethusdt", " BTCUSDT"]\ncycle_s = 120\nvpin_entry_max = 0.7\n'
+        'signals = "mark"\npaper_balance_usd = 2500\n',
+    )
+    r = load_settings(p).runner
+    assert r.symbols == ("ETHUSDT", "BTCUSDT")  # upper-cased, stripped
+    assert (r.cycle_s, r.vpin_entry_max, r.vpin_exit_min) == (120.0, 0.7, 0.9)
+    assert (r.signals, r.paper_balance_usd, r.cycle_timeout_s) == ("mark", 2500.0, 60.0)
+    monkeypatch.setenv("PERPDESK_RUNNER__CYCLE_TIMEOUT_S", "15")
+    r = load_settings(p).runner
+    assert (r.cycle_s, r.cycle_timeout_s) == (120.0, 15.0)
+    # an override (the CLI's flags) wins and keeps the file's other keys
+    r = load_settings(p, runner={"cycle_s": 5.0}).runner
+    assert (r.cycle_s, r.cycle_timeout_s, r.vpin_entry_max) == (5.0, 15.0, 0.7)
+    # the runtime section does not change the backtest's content hash
+    assert load_settings(p).content_hash() == load_settings(None).content_hash()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[runner]\ncycle_s = 0\n", "runner.cycle_s = 0: input should be greater than 0"),
+        (
+            "[runner]\ncycle_timeout_s = -5\n",
+            "runner.cycle_timeout_s = -5: input should be greater than 0",
+        ),
+        (
+            "[runner]\nvpin_entry_max = 0.95\n",
+            "runner.vpin_entry_max = 0.95: must be below runner.vpin_exit_min (0.9)",
+        ),
+        (
+            "[runner]\nvpin_exit_min = 1.5\n",
+            "runner.vpin_exit_min = 1.5: input should be less than or equal to 1",
+        ),
+        ("[runner]\nsymbols = []\n", "runner.symbols = []: give at least one perp symbol"),
+        (
+            '[runner]\nsymbols = ["BTCUSDT", "btcusdt"]\n',
+            "runner.symbols = ['BTCUSDT', 'btcusdt']: BTCUSDT listed twice",
+        ),
+        (
+            '[runner]\nrun_id = "far-too-long"\n',
+            "runner.run_id = 'far-too-long': must be 1–8 characters",
+        ),
+        ('[runner]\nmode = "real"\n', "runner.mode = 'real': input should be 'paper' or 'live'"),
+        (
+            '[runner]\nsignals = "tv"\n',
+            "runner.signals = 'tv': input should be 'scanner' or 'mark'",
+        ),
+        (
+            "[runner]\npaper_balance_usd = -1\n",
+            "runner.paper_balance_usd = -1: input should be greater than or equal to 0",
+        ),
+        ("[runner]\ncycle = 5\n", "runner.cycle = 5: unknown key (known: mode, venue,"),
+    ],
+)
+def test_bad_runner_values_give_one_line_naming_the_key(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    p = _toml(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_settings(p)
+    assert str(e.value).startswith(f"config error in {p}: {message}")
+    assert "\n" not in str(e.value)

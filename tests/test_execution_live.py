@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from perpdesk.domain import Fill, Order, OrderType, Side, TimeInForce
-from perpdesk.execution.ccxt_live import LiveVenue
+from perpdesk.execution.ccxt_live import LiveVenue, SpotPerpVenue
 from perpdesk.execution.orders import ClientIdFactory, OutcomeUnknownError, RetryPolicy
 from perpdesk.execution.paper import PaperVenue, merge_streams
 from perpdesk.execution.protocol import OrderStatus, Venue, VenueError
@@ -484,3 +484,194 @@ def test_no_fault_sequence_places_a_duplicate(
         assert st_.venue_order_id == str(held["orderId"]) and st_.status is OrderStatus.NEW
 
     run(fake, body, sleep=nap, timeout_ms=100)
+
+
+# --------------------------------------------------------------------------- spot leg, stops
+
+
+def spot_live(fake: FakeBinanceUSDM, **kw: Any) -> LiveVenue:
+    kw.setdefault("retry", RetryPolicy(base_delay_s=0.01, max_delay_s=0.05, settle_s=0.35))
+    v = LiveVenue.from_env(
+        "binance",
+        environ=ENV,
+        dotenv_path=None,
+        api_url=fake.url,
+        ws_url=fake.spot_ws_url,
+        ws_api_url=fake.spot_ws_api_url,
+        timeout_ms=200,
+        recv_window_ms=300,
+        enable_rate_limit=False,
+        poll_interval_s=0.1,
+        reconnect_delay_s=0.05,
+        scan_interval_s=0.05,
+        **kw,
+    )
+    v.ex.timeout_on_exit = 0
+    return v
+
+
+def run_pair(fake: FakeBinanceUSDM, body: Callable[[SpotPerpVenue], Awaitable[None]]) -> None:
+    async def main() -> None:
+        v = SpotPerpVenue(spot_live(fake), live(fake))
+        try:
+            await v.connect()
+            await body(v)
+        finally:
+            await v.close()
+
+    asyncio.run(main())
+
+
+SPOT = "BTCUSDT.SPOT"
+
+
+def test_spot_leg_routes_by_symbol_and_reports_base_balances_as_positions(
+    fake: FakeBinanceUSDM,
+) -> None:
+    fake.set_book("BTCUSDT", "50000.00", "1.0", "50000.01", "1.0", publish=False, spot=True)
+
+    async def body(v: SpotPerpVenue) -> None:
+        assert isinstance(v, Venue)
+        inst = await v.instruments()
+        # recorded spot exchangeInfo: PRICE_FILTER tickSize 0.01, LOT_SIZE stepSize 0.00001
+        assert (inst[SPOT].tick_size, inst[SPOT].lot_size, inst[SPOT].kind.value) == (
+            0.01,
+            0.00001,
+            "spot",
+        )
+        assert inst["BTCUSDT"].kind.value == "perp"
+        st = await v.place(Order("sp-1", "binance", SPOT, Side.BUY, 0.02))
+        assert st.status is OrderStatus.FILLED and st.avg_price == Decimal("50000.01")
+        # a reduce-only close: Binance spot refuses parameters it does not read (-1104), so
+        # the flag must not be sent; the fake holds 0.02 BTC, the sell of 0.005 fills
+        st = await v.place(Order("sp-2", "binance", SPOT, Side.SELL, 0.005, reduce_only=True))
+        assert st.status is OrderStatus.FILLED
+        assert "reduceOnly" not in fake.requests_to("/api/v3/order")[-1].query
+        # perp order on the same composite goes to USD-M
+        assert (await v.place(limit("pp-1", Side.BUY, 0.01, 49000.0))).status is OrderStatus.NEW
+        assert len(fake.orders) == 1 and len(fake.spot_orders) == 2
+        # BTC 0.02 − 0.005 = 0.015; USDT 10000 − 1000.0002 − 1.0000002 (0.1 %) + 250 − 0.25
+        # = 9248.7497998
+        pos = {p.symbol: p.qty_base for p in await v.positions()}
+        assert pos == {SPOT: Decimal("0.015")}
+        bal = await v.balances()
+        assert bal["USDT.SPOT"].total == Decimal("9248.7497998")
+        assert bal["USDT"].total == Decimal("10000")  # the futures wallet is separate
+        # a resting limit and its cancel: the cancel answer's clientOrderId is the cancel's
+        # own id (Binance); the state keeps ours
+        st = await v.place(
+            Order("sp-3", "binance", SPOT, Side.BUY, 0.001, OrderType.LIMIT, 49000.0)
+        )
+        assert st.status is OrderStatus.NEW
+        assert [o.client_order_id for o in await v.open_orders(SPOT)] == ["sp-3"]
+        c = await v.cancel("sp-3", SPOT)
+        assert (c.client_order_id, c.status) == ("sp-3", OrderStatus.CANCELED)
+        # placing a filled id again returns its state; Binance spot would accept a reused
+        # id once the first order is closed, so nothing may be sent
+        posts = len(fake.requests_to("/api/v3/order"))
+        again = await v.place(Order("sp-1", "binance", SPOT, Side.BUY, 0.02))
+        assert again.status is OrderStatus.FILLED
+        assert len(fake.requests_to("/api/v3/order")) == posts
+        assert await v.funding_payments(0) == []
+
+    run_pair(fake, body)
+
+
+def test_spot_fills_arrive_on_the_websocket_api_user_stream(fake: FakeBinanceUSDM) -> None:
+    fake.set_book("BTCUSDT", "50000.00", "1.0", "50000.01", "1.0", publish=False, spot=True)
+
+    async def body(v: SpotPerpVenue) -> None:
+        fills: list[Fill] = []
+
+        async def consume() -> None:
+            async for f in v.fills():
+                fills.append(f)
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(fake.wait_spot_user_connection)
+        await v.place(Order("sw-1", "binance", SPOT, Side.BUY, 0.004, OrderType.LIMIT, 49990.0))
+        fake.trade("BTCUSDT", "49990.00", "0.001", True, spot=True)  # 0.001 of 0.004
+        fake.trade("BTCUSDT", "49980.00", "1.0", True, spot=True)  # through: the rest
+        await until(lambda: len(fills) == 2)
+        task.cancel()
+        # maker 0.1 %: 0.001 × 49990 × 0.001 = 0.04999, 0.003 × 49990 × 0.001 = 0.14997
+        assert [(f.symbol, f.qty_base, f.fee_usd) for f in fills] == [
+            (SPOT, Decimal("0.001"), Decimal("0.04999")),
+            (SPOT, Decimal("0.003"), Decimal("0.14997")),
+        ]
+        assert v.spot.rest_polls == 0 and v.spot.stream_errors == 0
+
+    run_pair(fake, body)
+
+
+def test_stop_market_uses_the_conditional_order_endpoint(fake: FakeBinanceUSDM) -> None:
+    async def body(v: LiveVenue) -> None:
+        stop = Order(
+            "st-1",
+            "binanceusdm",
+            "BTCUSDT",
+            Side.SELL,
+            0.01,
+            OrderType.STOP_MARKET,
+            stop_price=49000.0,
+        )
+        st = await v.place(stop)
+        assert st.status is OrderStatus.NEW and st.venue_order_id
+        (post,) = fake.requests_to("/fapi/v1/algoOrder")
+        q = post.query
+        assert (q["algoType"], q["type"], q["clientAlgoId"], q["side"]) == (
+            "CONDITIONAL",
+            "STOP_MARKET",
+            "st-1",
+            "SELL",
+        )
+        assert Decimal(q["triggerPrice"]) == Decimal("49000")
+        assert Decimal(q["quantity"]) == Decimal("0.01")
+        assert fake.requests_to("/fapi/v1/order") == []  # nothing on the plain order route
+        assert (await v.query("st-1", "BTCUSDT")).status is OrderStatus.NEW
+        # a print at 48,999 reaches the trigger: a market sell of 0.01 at the bid 50,000.0
+        fake.trade("BTCUSDT", "48999.0", "0.5", True)
+        got = await v.query("st-1", "BTCUSDT")
+        assert got is not None and got.status is OrderStatus.FILLED
+        assert (got.filled_base, got.avg_price) == (Decimal("0.01"), Decimal("50000.0"))
+        # a second stop, cancelled before it triggers
+        st2 = Order(
+            "st-2",
+            "binanceusdm",
+            "BTCUSDT",
+            Side.BUY,
+            0.01,
+            OrderType.STOP_MARKET,
+            stop_price=52000.0,
+            reduce_only=True,
+        )
+        assert (await v.place(st2)).status is OrderStatus.NEW
+        assert (await v.cancel("st-2", "BTCUSDT")).status is OrderStatus.CANCELED
+        assert len(fake.orders_with_client_id("st-1")) == 1  # the triggered market order
+        assert fake.orders_with_client_id("st-2") == []
+
+    run(fake, body)
+
+
+def test_executions_since_pages_and_learns_client_ids_of_earlier_orders(
+    fake: FakeBinanceUSDM,
+) -> None:
+    async def first(v: LiveVenue) -> None:
+        for i in range(3):
+            await v.place(Order(f"ex-{i}", "binanceusdm", "BTCUSDT", Side.BUY, 0.001))
+
+    async def restarted(v: LiveVenue) -> None:
+        n_get = len(fake.requests_to("/fapi/v1/order"))
+        got = await v.executions_since(0, ["BTCUSDT"], page=2)
+        assert [e.client_order_id for e in got] == ["ex-0", "ex-1", "ex-2"]
+        assert [e.trade_id for e in got] == [str(t["id"]) for t in fake.user_trades]
+        assert all(e.price == Decimal("50000.1") for e in got)
+        pages = fake.requests_to("/fapi/v1/userTrades")
+        assert len(pages) >= 2 and {p.query["limit"] for p in pages} == {"2"}
+        gets = fake.requests_to("/fapi/v1/order")[n_get:]  # one order lookup per order
+        assert sorted(g.query["orderId"] for g in gets) == sorted(str(o) for o in fake.orders)
+        assert await v.executions_since(0, ["BTCUSDT"]) == got  # learnt: no more lookups
+        assert len(fake.requests_to("/fapi/v1/order")) == n_get + 3
+
+    run(fake, first)
+    run(fake, restarted)

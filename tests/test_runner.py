@@ -12,6 +12,8 @@ leverage 3) a slot is C = 5,000 USD and each leg X = C·3/4 = 3,750 USD, i.e.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import hashlib
 import json
 import sqlite3
@@ -93,8 +95,15 @@ def cfg(d: Path, **kw: Any) -> RunnerConfig:
 
 
 class Setup:
-    def __init__(self, d: Path, cash: str = "100000", leverage: dict[str, int] | None = None):
+    def __init__(
+        self,
+        d: Path,
+        cash: str = "100000",
+        leverage: dict[str, int] | None = None,
+        pairs: tuple[PairSpec, ...] = PAIRS,
+    ):
         self.d = d
+        self.pairs = pairs
         self.url = f"sqlite:///{d / 'ledger.sqlite'}"
         if not (d / "ledger.sqlite").exists():
             init_db(self.url)
@@ -104,7 +113,7 @@ class Setup:
     async def venue(self, events: Iterable[Any] = ()) -> DurablePaperVenue:
         v = DurablePaperVenue(
             self.d / "paper.sqlite",
-            paper_instruments("paper", PAIRS),
+            paper_instruments("paper", self.pairs),
             self.cash,
             leverage=self.leverage,
         )
@@ -304,26 +313,112 @@ def test_second_leg_failure_is_unwound_within_the_bound_and_alerted(tmp_path: Pa
     asyncio.run(main())
 
 
-def test_safeguard_rejects_are_logged_and_nothing_is_sent(tmp_path: Path) -> None:
+def test_an_entry_over_the_position_cap_is_cut_to_it(tmp_path: Path) -> None:
     s = Setup(tmp_path)
 
     async def main() -> None:
         v = await s.venue(market(40))
         with Ledger(s.url) as led:
-            # single position cap 2 % of 100,000 = 2,000 USD < 3,750 USD per leg
+            # single position cap 2 % of 100,000 = 2,000 USD < the slot's 3,750 USD per leg:
+            # qty = 2,000 / (25,000 × 1.002) = 0.07984… → 0.079 on the 0.001 lot (1,975 USD
+            # per leg at 25,000, above the 1,000 USD minimum); nothing is refused
             lim = Limits(max_position_pct=D(2), min_position_pct=D(1))
             r = Runner(cfg(tmp_path), v, led, lim, CarryRules(), Signals([30]))
             await r.start()
             await r.run_cycle(1)
             await r.stop()
-            rej = s.events("safeguard_reject")
-            assert sorted(e[2]["client_order_id"] for e in rej) == [
-                "t-1-P-BTCUSDT",
-                "t-1-S-BTCUSDT",
-            ]
-            assert {e[2]["rule"] for e in rej} == {"max_position"}
-            assert s.orders() == {} and s.placed() == []
-            assert await v.open_orders() == [] and await v.positions() == []
+            assert s.events("safeguard_reject") == [] and s.events("entry_skipped") == []
+            o = s.orders()
+            assert o["t-1-P-BTCUSDT"] == ("BTCUSDT", "sell", D("0.079"), "filled")
+            assert o["t-1-S-BTCUSDT"] == ("BTCUSDT.SPOT", "buy", D("0.079"), "filled")
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.079"), "BTCUSDT.SPOT": D("0.079")}
+        await v.close()
+
+    asyncio.run(main())
+
+
+# four pairs on the same flat market; funding ranks ETH 40 % > SOL 35 % > XRP 30 % > BTC 25 %
+SIZING_PAIRS = tuple(PairSpec(x, x + ".SPOT") for x in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"))
+SIZING_ANN = {"BTCUSDT": 25.0, "ETHUSDT": 40.0, "SOLUSDT": 35.0, "XRPUSDT": 30.0}
+
+
+class RankedSignals:
+    async def signals(self, cycle: int) -> dict[str, CarrySignal]:
+        return {k: CarrySignal(v, 1e9) for k, v in SIZING_ANN.items()}
+
+
+def sizing_market() -> list[Any]:
+    ev: list[Any] = []
+    for p in SIZING_PAIRS:
+        for e in market(40):
+            ev.append(dataclasses.replace(e, symbol=e.symbol.replace("BTCUSDT", p.perp)))
+    return sorted(ev, key=lambda e: e.ts_ns)
+
+
+@pytest.mark.parametrize(
+    ("max_deployed_pct", "expected_qty", "skipped"),
+    [
+        # bankroll 100,000, carry 50 %, 4 slots, leverage 3: C = 12,500 USD, each leg
+        # X = 12,500 × 3/4 = 9,375 USD = 0.375 at 25,000 (a pair is 18,750 USD gross).
+        # Caps 25 % / 50 % (= the carry allocation) / min 1 % = 25,000 / 50,000 / 1,000 USD;
+        # a capped size uses prices raised by 20 bps: 25,000 × 1.002 = 25,050 per leg.
+        # ETH: 0.375 (18,750 deployed); SOL: 0.375 (37,500); XRP: the 12,500 USD left buys
+        # 12,500 / 50,100 = 0.2495… → 0.249 (6,225 USD per leg, 49,950 deployed); BTC: 50 USD
+        # left → 0.000998… → 0: skipped.
+        (50, {"ETHUSDT": "0.375", "SOLUSDT": "0.375", "XRPUSDT": "0.249"}, ["BTCUSDT"]),
+        # deployed cap 39 % = 39,000 USD: ETH and SOL as above (37,500), then 1,500 USD left:
+        # 1,500 / 50,100 = 0.0299… → 0.029, i.e. 725 USD per leg < the 1,000 USD minimum:
+        # XRP and BTC are skipped
+        (39, {"ETHUSDT": "0.375", "SOLUSDT": "0.375"}, ["XRPUSDT", "BTCUSDT"]),
+    ],
+)
+def test_entries_are_sized_under_the_caps_best_funding_first(
+    tmp_path: Path, max_deployed_pct: int, expected_qty: dict[str, str], skipped: list[str]
+) -> None:
+    s = Setup(tmp_path, pairs=SIZING_PAIRS)
+
+    async def main() -> None:
+        v = await s.venue(sizing_market())
+        with Ledger(s.url) as led:
+            c = cfg(tmp_path, pairs=SIZING_PAIRS)
+            lim = Limits(max_deployed_pct=D(max_deployed_pct))
+            r = Runner(c, v, led, lim, CarryRules(max_positions=4), RankedSignals())
+            await r.start()
+            assert await r.run_cycle(1) == "ok"
+            await r.stop()
+            plan = s.events("plan")[-1][2]["actions"]
+            # best funding first
+            assert [a["perp"] for a in plan] == list(expected_qty)
+            assert {a["perp"]: a["qty_perp"] for a in plan} == expected_qty
+            want: dict[str, D] = {}
+            for perp, q in expected_qty.items():
+                want[perp], want[perp + ".SPOT"] = -D(q), D(q)
+            assert qty_by_symbol(led) == want
+            assert s.events("safeguard_reject") == []  # nothing sent that the caps refuse
+            skips = s.events("entry_skipped")
+            assert [e[2]["perp"] for e in skips] == skipped
+            assert all(e[2]["min_position_usd"] == "1000" for e in skips)
+            assert "below the minimum position 1000 USD" in skips[0][1]
+        await v.close()
+
+    asyncio.run(main())
+
+
+def test_one_slot_of_75_pct_gross_is_cut_to_the_50_pct_cap(tmp_path: Path) -> None:
+    # one slot (max_positions 1): C = 50,000 USD, legs 37,500 USD each = 75 % of bankroll
+    # gross; the caps allow 25,000 per symbol and 50,000 in all:
+    # 25,000 / 25,050 = 0.99800… → 0.998 per leg (24,950 USD; 49,900 USD deployed)
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(max_positions=1), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            await r.stop()
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.998"), "BTCUSDT.SPOT": D("0.998")}
+            assert s.events("safeguard_reject") == [] and s.events("entry_skipped") == []
         await v.close()
 
     asyncio.run(main())
@@ -652,3 +747,127 @@ def test_cli_watchdog_supervises_the_command_after_the_double_dash(tmp_path: Pat
     res = CliRunner().invoke(run_app, [*args, "--", sys.executable, "-c", code])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert out.read_text() == "xx" and "1 restart(s)" in res.output
+
+
+def test_paper_journal_coalesces_book_tops_and_replays_to_the_same_state(tmp_path: Path) -> None:
+    """A long random mix of book tops (sometimes out of order), trades, marks announcing
+    funding, market and limit orders and cancels: the venue reopened from its journal has the
+    same fills, funding, positions, balances, quotes and clock, from fewer journal rows."""
+    import random
+
+    from perpdesk.domain import MarkPrice, OrderType, Side
+
+    rng = random.Random(7)
+    s = Setup(tmp_path, cash="1000000")
+
+    async def main() -> None:
+        v = await s.venue()
+        t, n_ev, n_orders = T0, 0, 0
+        px = {"BTCUSDT": 25000.0, "BTCUSDT.SPOT": 25000.0}
+        for _i in range(3000):
+            t += rng.randint(0, 3) * MS
+            sym = rng.choice(list(px))
+            px[sym] = round(px[sym] + rng.choice((-0.1, 0.0, 0.1)) * 10, 2)
+            r = rng.random()
+            if r < 0.6:  # a burst of book tops, the occasional one stamped 1 ms late
+                ts = t - MS if rng.random() < 0.05 else t
+                v.on_market(BookTop("paper", sym, ts, px[sym] - 0.1, 5.0, px[sym], 5.0))
+            elif r < 0.85:
+                v.on_market(Trade("paper", sym, t, px[sym], 0.05, rng.random() < 0.5))
+            elif r < 0.9:
+                nxt = (t // (200 * MS) + 1) * 200 * MS
+                v.on_market(
+                    MarkPrice("paper", "BTCUSDT", t, px["BTCUSDT"], px["BTCUSDT"], 1e-4, nxt)
+                )
+            else:
+                n_ev -= 1  # an order, not a market event
+                n_orders += 1
+                side = rng.choice((Side.BUY, Side.SELL)) if sym == "BTCUSDT" else Side.BUY
+                if rng.random() < 0.5:
+                    o = Order(f"o{n_orders}", "paper", sym, side, 0.01)
+                else:
+                    off = -5.0 if side is Side.BUY else 5.0
+                    o = Order(
+                        f"o{n_orders}",
+                        "paper",
+                        sym,
+                        side,
+                        0.01,
+                        OrderType.LIMIT,
+                        price=px[sym] + off,
+                    )
+                await v.place(o)
+                if n_orders > 3 and rng.random() < 0.3:
+                    with contextlib.suppress(Exception):
+                        await v.cancel(f"o{n_orders - 3}", sym)
+            n_ev += 1
+            if rng.random() < 0.02:
+                v.flush()
+        await v.close()
+        before = (
+            list(v.inner.fill_log),
+            list(v.inner.funding),
+            await v.inner.positions(),
+            await v.inner.balances(),
+            {k: (q.bid, q.ask, q.last_price) for k, q in v.inner._quotes.items()},
+            v.inner.now_ns,
+        )
+        assert v.coalesced > 500 and len(before[0]) > 50 and len(before[1]) > 5
+        con = sqlite3.connect(tmp_path / "paper.sqlite")
+        (rows,) = con.execute("SELECT count(*) FROM journal WHERE kind = 'ev'").fetchone()
+        con.close()
+        assert rows == n_ev - v.coalesced  # one row per market event not folded away
+        v2 = await s.venue()
+        after = (
+            list(v2.inner.fill_log),
+            list(v2.inner.funding),
+            await v2.inner.positions(),
+            await v2.inner.balances(),
+            {k: (q.bid, q.ask, q.last_price) for k, q in v2.inner._quotes.items()},
+            v2.inner.now_ns,
+        )
+        await v2.close()
+        assert after == before
+
+    asyncio.run(main())
+
+
+def test_runner_config_takes_the_runner_section(tmp_path: Path, monkeypatch) -> None:
+    from perpdesk.live.runner import runner_config
+
+    monkeypatch.chdir(tmp_path)
+    s = load_settings(
+        None,
+        account={"bankroll_usd": 250_000},
+        carry={"allocation_pct": 40, "perp_leverage": 2},
+        runner={
+            "symbols": ["ethusdt", "BTCUSDT"],
+            "run_id": "r7",
+            "cycle_s": 30,
+            "cycle_timeout_s": 12.5,
+            "leg_fill_timeout_s": 4,
+            "unwind_timeout_s": 9,
+            "vpin_entry_max": 0.7,
+            "vpin_exit_min": 0.95,
+            "vpin_bucket_usd": 25_000,
+            "vpin_n_buckets": 20,
+            "require_warm_vpin": False,
+            "cap_price_buffer_bps": 5,
+            "paper_balance_usd": 1234.5,
+        },
+    )
+    c = runner_config(s, "paper", snapshot_path=tmp_path / "s.json")
+    assert c.pairs == (PairSpec("ETHUSDT", "ETHUSDT.SPOT"), PairSpec("BTCUSDT", "BTCUSDT.SPOT"))
+    assert (c.mode, c.run_id, c.cycle_s, c.cycle_timeout_s) == ("paper", "r7", 30.0, 12.5)
+    assert (c.leg_fill_timeout_s, c.unwind_timeout_s) == (4.0, 9.0)
+    assert (c.vpin_entry_max, c.vpin_exit_min, c.vpin_bucket_usd, c.vpin_n_buckets) == (
+        0.7,
+        0.95,
+        25_000.0,
+        20,
+    )
+    assert c.require_warm_vpin is False and c.snapshot_path == tmp_path / "s.json"
+    assert (c.bankroll_usd, c.allocation_pct, c.perp_leverage) == (D(250000), D(40), D(2))
+    assert (c.cap_price_buffer_bps, c.paper_cash_usd) == (D(5), D("1234.5"))
+    # no paper balance configured: the paper wallet is the bankroll
+    assert runner_config(load_settings(None), "live").paper_cash_usd is None

@@ -359,3 +359,21 @@ def test_cli_scan_two_venues(bybit: FakeBybit, okx: FakeOKX, tmp_path: Path) -> 
     assert any(
         x.startswith("│ bybit │ BTCUSDT │ 0.0100 │ 8 │ 10.9 │ -3.1 │ 1,142.1 │") for x in lines
     )
+
+
+def test_live_symbol_map_names_okx_markets_like_the_scanner() -> None:
+    """The live venue's symbol map and the scanner use one name per market (the runner keys
+    scanner signals by it): OKX BTC-USDT-SWAP ↔ BTCUSDT, BTC-USDT spot ↔ BTCUSDT.SPOT."""
+    from perpdesk.execution.ccxt_live import SymbolMap
+
+    markets = {
+        "BTC/USDT:USDT": {"id": "BTC-USDT-SWAP", "swap": True, "linear": True},
+        "BTC/USD:BTC": {"id": "BTC-USD-SWAP", "swap": True, "linear": False},
+        "BTC/USDT": {"id": "BTC-USDT", "spot": True},
+    }
+    perp, spot = SymbolMap(markets), SymbolMap(markets, spot=True)
+    assert perp.to_unified == {"BTCUSDT": "BTC/USDT:USDT"}
+    assert perp.engine("BTC/USDT:USDT") == "BTCUSDT"
+    assert spot.to_unified == {"BTCUSDT.SPOT": "BTC/USDT"}
+    binance = SymbolMap({"BTC/USDT:USDT": {"id": "BTCUSDT", "swap": True, "linear": True}})
+    assert binance.unified("BTCUSDT") == "BTC/USDT:USDT"

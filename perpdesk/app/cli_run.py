@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,16 +27,6 @@ UrlOpt = Annotated[
 ]
 
 
-def _pairs(symbols: str) -> tuple[Any, ...]:
-    from perpdesk.domain import spot_symbol
-    from perpdesk.live.runner import PairSpec
-
-    syms = [s.strip().upper() for s in symbols.split(",") if s.strip()]
-    if not syms:
-        raise PerpdeskError("--symbols: give at least one perp symbol, e.g. BTCUSDT")
-    return tuple(PairSpec(s, spot_symbol(s)) for s in syms)
-
-
 def live_allowed(risk: Any, layer: str = "carry") -> str | None:
     """Why ``--live`` is refused (None when allowed): it needs ``risk.enable_live_orders``
     AND ``layer`` in ``risk.live_layers``."""
@@ -46,6 +35,81 @@ def live_allowed(risk: Any, layer: str = "carry") -> str | None:
     if layer not in risk.live_layers:
         return f"--live refused: layer {layer!r} is not in risk.live_layers"
     return None
+
+
+def _runner_overrides(
+    symbols: str | None,
+    cycle_s: float | None,
+    cycle_timeout_s: float | None,
+    run_id: str | None,
+    exchange: str | None,
+) -> dict[str, Any]:
+    """The ``[runner]`` keys given on the command line (they override the config)."""
+    out: dict[str, Any] = {}
+    if symbols is not None:
+        out["symbols"] = [x for x in symbols.split(",") if x.strip()]
+    for key, val in (
+        ("cycle_s", cycle_s),
+        ("cycle_timeout_s", cycle_timeout_s),
+        ("run_id", run_id),
+        ("venue", exchange),
+    ):
+        if val is not None:
+            out[key] = val
+    return out
+
+
+async def open_paper_on_live_data(
+    s: Any,
+    cfg: Any,
+    rules: Any,
+    journal: Path,
+    *,
+    api_url: str | None = None,
+    ws_url: str | None = None,
+    spot_api_url: str | None = None,
+    spot_ws_url: str | None = None,
+) -> tuple[Any, Any, asyncio.Future[None], Any]:
+    """``(venue, signals, feed task, market data)`` of `perpdesk run --paper` on live data:
+    keyless public streams of ``runner.venue`` (perps) and its spot exchange
+    (:class:`~perpdesk.live.paper_feed.LiveMarketData`) feed a journaled paper venue on the
+    real instruments; signals per ``runner.signals``. Close the market data after the venue."""
+    from perpdesk.live.paper_feed import LiveMarketData, live_feed
+    from perpdesk.live.runner import DurablePaperVenue, MarkFundingSignals, ScannerSignals
+
+    r = s.runner
+    perps = [p.perp for p in cfg.pairs]
+    market = LiveMarketData.public(
+        r.venue,
+        perps,
+        spot_exchange_id=r.spot_venue or None,
+        api_url=api_url,
+        ws_url=ws_url,
+        spot_api_url=spot_api_url,
+        spot_ws_url=spot_ws_url,
+    )
+    try:
+        await market.connect()
+        inst = market.instruments("paper")
+        venue = DurablePaperVenue(journal, inst, cfg.paper_cash_usd or cfg.bankroll_usd)
+        await venue.open()
+    except BaseException:
+        await market.close()
+        raise
+    signals: Any
+    if r.signals == "mark":
+        signals = MarkFundingSignals(
+            {i.symbol: i.funding_interval_h for i in inst if i.funding_interval_h}
+        )
+    else:
+        from perpdesk.data.catalog import Catalog
+        from perpdesk.data.sources.ccxt_download import CcxtDownloader
+
+        data_dir = Path(s.paths.data_dir).expanduser()
+        client = CcxtDownloader(r.venue, Catalog(data_dir), api_url=api_url)
+        signals = ScannerSignals([client], rules, perps)
+    feed = asyncio.ensure_future(live_feed(venue, market.events, flush_s=r.paper_flush_s))
+    return venue, signals, feed, market
 
 
 @run_app.command("run")
@@ -57,8 +121,9 @@ def run_cmd(
         bool, typer.Option("--live", help="Real orders (needs the risk switches).")
     ] = False,
     symbols: Annotated[
-        str, typer.Option(help="Comma-separated perps; each pairs with its spot.")
-    ] = "BTCUSDT",
+        str | None,
+        typer.Option(help="Comma-separated perps; each pairs with its spot (runner.symbols)."),
+    ] = None,
     replay: Annotated[
         Path | None, typer.Option(help="Paper: a Binance USD-M websocket capture to replay.")
     ] = None,
@@ -70,17 +135,30 @@ def run_cmd(
         Path | None,
         typer.Option(help="Paper venue journal (default <paths.data_dir>/paper-<run id>.sqlite)."),
     ] = None,
-    cycle_s: Annotated[float, typer.Option(help="Seconds between cycle starts.")] = 300.0,
-    cycle_timeout_s: Annotated[float, typer.Option(help="Hard timeout of one cycle (s).")] = 60.0,
-    run_id: Annotated[str, typer.Option(help="Client order id prefix (≤ 8 chars).")] = "pd",
+    cycle_s: Annotated[
+        float | None, typer.Option(help="Seconds between cycle starts (runner.cycle_s).")
+    ] = None,
+    cycle_timeout_s: Annotated[
+        float | None, typer.Option(help="Hard timeout of one cycle, s (runner.cycle_timeout_s).")
+    ] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Client order id prefix, ≤ 8 chars (runner.run_id).")
+    ] = None,
     max_cycles: Annotated[int | None, typer.Option(help="Stop after N cycles.")] = None,
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id (live).")] = "binanceusdm",
+    exchange: Annotated[
+        str | None, typer.Option(help="ccxt id of the perp exchange (runner.venue).")
+    ] = None,
     api_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     ws_url: Annotated[str | None, typer.Option(hidden=True)] = None,
+    spot_api_url: Annotated[str | None, typer.Option(hidden=True)] = None,
+    spot_ws_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
 ) -> None:
-    """Run the carry runner: `perpdesk run --paper` or `perpdesk run --live`. Every order
+    """Run the carry runner: `perpdesk run --paper` (paper fills on live market data, or on a
+    recorded capture with --replay) or `perpdesk run --live`; without either flag,
+    runner.mode decides. Settings come from the config's runner section (flags override
+    them). Every order
     passes the safeguards; the ledger is reconciled with the venue before trading."""
     from perpdesk.app.cli_store import ledger_url
     from perpdesk.config import load_settings
@@ -89,35 +167,38 @@ def run_cmd(
         LiveExecutions,
         MarkFundingSignals,
         Runner,
-        RunnerConfig,
         ScannerSignals,
         capture_events,
         paper_instruments,
         replay_feed,
+        runner_config,
     )
     from perpdesk.risk.safeguards import Limits
     from perpdesk.store import Ledger, init_db
     from perpdesk.store.snapshot import default_snapshot_path
     from perpdesk.strategies.carry import CarryRules
 
-    if paper == live:
+    if paper and live:
         raise PerpdeskError("run: give exactly one of --paper or --live")
-    s = load_settings(config)
+    s = load_settings(
+        config, runner=_runner_overrides(symbols, cycle_s, cycle_timeout_s, run_id, exchange)
+    )
+    if not paper and not live:
+        live = s.runner.mode == "live"
+        paper = not live
     if live and (why := live_allowed(s.risk)) is not None:
         raise PerpdeskError(why)
-    pairs = _pairs(symbols)
+    run_id = s.runner.run_id
+    exchange = s.runner.venue
     data_dir = Path(s.paths.data_dir).expanduser()
-    cfg = RunnerConfig(
-        mode="live" if live else "paper",
-        run_id=run_id,
-        pairs=pairs,
-        bankroll_usd=Decimal(repr(s.account.bankroll_usd)),
-        allocation_pct=Decimal(repr(s.carry.allocation_pct)),
-        perp_leverage=Decimal(repr(s.carry.perp_leverage)),
-        cycle_s=cycle_s,
-        cycle_timeout_s=cycle_timeout_s,
+    cfg = runner_config(
+        s,
+        "live" if live else "paper",
         snapshot_path=default_snapshot_path(s.store.snapshot_path, data_dir),
     )
+    pairs = cfg.pairs
+    if journal is None and s.runner.paper_journal:
+        journal = Path(s.runner.paper_journal).expanduser()
     rules = CarryRules(
         s.carry.entry_ann_pct,
         s.carry.exit_ann_pct,
@@ -125,11 +206,6 @@ def run_cmd(
         s.carry.max_positions,
     )
     limits = Limits.from_config(s.risk)
-    if paper and replay is None:
-        raise PerpdeskError(
-            "run --paper: give --replay CAPTURE [--replay-spot CAPTURE] (live market data for "
-            "the paper venue is not wired yet)"
-        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -137,15 +213,16 @@ def run_cmd(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         feed = None
+        market: Any = None
         lurl = ledger_url(s, url)
         if paper:
             init_db(lurl)  # idempotent; a live ledger must be created with `perpdesk init-db`
         with Ledger(lurl) as ledger:
-            if paper:
+            if paper and replay is not None:  # paper on a recorded capture
                 venue: Any = DurablePaperVenue(
                     journal or data_dir / f"paper-{run_id}.sqlite",
                     paper_instruments("paper", pairs),
-                    cfg.bankroll_usd,
+                    cfg.paper_cash_usd or cfg.bankroll_usd,
                 )
                 await venue.open()
                 caps = [(replay, None)]
@@ -154,13 +231,31 @@ def run_cmd(
                 events = capture_events(caps)
                 signals: Any = MarkFundingSignals({p.perp: 8 for p in pairs})
                 feed = asyncio.ensure_future(replay_feed(venue, events, replay_rate))
+            elif paper:  # paper on live market data
+                venue, signals, feed, market = await open_paper_on_live_data(
+                    s,
+                    cfg,
+                    rules,
+                    journal or data_dir / f"paper-{run_id}.sqlite",
+                    api_url=api_url,
+                    ws_url=ws_url,
+                    spot_api_url=spot_api_url,
+                    spot_ws_url=spot_ws_url,
+                )
             else:
                 from perpdesk.data.catalog import Catalog
                 from perpdesk.data.sources.ccxt_download import CcxtDownloader
-                from perpdesk.execution.ccxt_live import LiveVenue
+                from perpdesk.execution.ccxt_live import open_spot_perp_venue
 
-                lv = LiveVenue.from_env(exchange, api_url=api_url, ws_url=ws_url)
-                await lv.connect()
+                # the perp leg on `exchange`, the spot leg on the same exchange's spot account
+                lv = await open_spot_perp_venue(
+                    exchange,
+                    spot_exchange_id=s.runner.spot_venue or None,
+                    api_url=api_url,
+                    ws_url=ws_url,
+                    spot_api_url=spot_api_url,
+                    spot_ws_url=spot_ws_url,
+                )
                 venue = LiveExecutions(lv, [x for p in pairs for x in (p.perp, p.spot)])
                 client = CcxtDownloader(exchange, Catalog(data_dir), api_url=api_url)
                 signals = ScannerSignals([client], rules, [p.perp for p in pairs])
@@ -175,6 +270,8 @@ def run_cmd(
                 if feed is not None:
                     feed.cancel()
                 await venue.close()
+                if market is not None:
+                    await market.close()
 
     asyncio.run(main())
 

@@ -16,11 +16,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +48,7 @@ __all__ = [
     "OptimizeSettings",
     "PathsSettings",
     "RiskSettings",
+    "RunnerSettings",
     "Settings",
     "StoreSettings",
     "load_settings",
@@ -192,6 +201,110 @@ class StoreSettings(_Section):
     )
 
 
+class RunnerSettings(_Section):
+    """The trading runtime, ``perpdesk run`` (``perpdesk.live.runner``); its command-line
+    flags override these keys. Sizing comes from ``[carry]`` (slot = bankroll ×
+    allocation_pct / max_positions, perp leverage), the caps from ``[risk]``, the ledger from
+    ``store.url`` and the state snapshot from ``store.snapshot_path``.
+
+    Tick VPIN (Easley, López de Prado & O'Hara 2012), fed by the perp's public trades with
+    the aggressor flag: buckets of ``vpin_bucket_usd`` quote volume, VPIN the mean
+    |buy − sell| / volume over the last ``vpin_n_buckets`` buckets (a fraction, 0–1)."""
+
+    mode: Literal["paper", "live"] = Field(
+        "paper",
+        description="Used when neither --paper nor --live is given; live also needs "
+        "risk.enable_live_orders and the layer in risk.live_layers.",
+    )
+    venue: str = Field(
+        "binanceusdm", min_length=1, description="ccxt id of the perp exchange (orders, data)."
+    )
+    spot_venue: str = Field(
+        "", description="ccxt id of the spot exchange; empty = the perp venue's (binance)."
+    )
+    symbols: tuple[str, ...] = Field(
+        ("BTCUSDT",), description="Perps traded, each paired with its spot leg (X → X.SPOT)."
+    )
+    signals: Literal["scanner", "mark"] = Field(
+        "scanner",
+        description="Funding signal: scanner = REST scan (funding estimate, 24h volume, the "
+        "[carry] rules); mark = predicted rate of the mark-price stream (no volume filter).",
+    )
+    run_id: str = Field(
+        "pd", description="Client order id prefix: 1–8 of A-Z a-z 0-9 . : / _ - (Binance ids)."
+    )
+    cycle_s: float = Field(300.0, gt=0, description="Seconds between cycle starts.")
+    cycle_timeout_s: float = Field(
+        60.0, gt=0, description="Hard timeout of one cycle (s); a stuck call is cancelled."
+    )
+    leg_fill_timeout_s: float = Field(
+        10.0, gt=0, description="Wait for a pair's legs to fill before unwinding (s)."
+    )
+    unwind_timeout_s: float = Field(
+        30.0, gt=0, description="Bound on unwinding a failed pair's filled leg (s)."
+    )
+    poll_s: float = Field(0.05, gt=0, description="Order-state poll interval (s).")
+    vpin_entry_max: float = Field(
+        0.80, ge=0, le=1, description="Enter only while warmed-up tick VPIN is below this."
+    )
+    vpin_exit_min: float = Field(
+        0.90, ge=0, le=1, description="Close a held pair when tick VPIN is above this."
+    )
+    vpin_bucket_usd: float = Field(50_000.0, gt=0, description="VPIN bucket volume (USD).")
+    vpin_n_buckets: int = Field(50, ge=1, description="VPIN window (buckets).")
+    require_warm_vpin: bool = Field(
+        True, description="No entry until vpin_n_buckets buckets have completed."
+    )
+    cap_price_buffer_bps: float = Field(
+        20.0,
+        ge=0,
+        le=1000,
+        description="An entry cut to the caps is sized at last prices raised by this (bps), "
+        "so it still passes if the price rises that much before it is sent.",
+    )
+    paper_balance_usd: float = Field(
+        0.0, ge=0, description="Paper wallet at the start (USD); 0 = account.bankroll_usd."
+    )
+    paper_journal: str = Field(
+        "", description="Paper venue journal; empty = <paths.data_dir>/paper-<run_id>.sqlite."
+    )
+    paper_flush_s: float = Field(
+        0.2, gt=0, description="Paper on live data: commit the journal at least this often (s)."
+    )
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = tuple(s.strip().upper() for s in v)
+        if not out or any(not s for s in out):
+            raise ValueError(
+                f"runner.symbols = {list(v)!r}: give at least one perp symbol, e.g. BTCUSDT"
+            )
+        dup = sorted({s for s in out if out.count(s) > 1})
+        if dup:
+            raise ValueError(f"runner.symbols = {list(v)!r}: {', '.join(dup)} listed twice")
+        return out
+
+    @field_validator("run_id")
+    @classmethod
+    def _run_id(cls, v: str) -> str:
+        if not re.fullmatch(r"[.A-Za-z0-9:/_-]{1,8}", v):
+            raise ValueError(
+                f"runner.run_id = {v!r}: must be 1–8 characters of A-Z a-z 0-9 . : / _ - "
+                "(it prefixes every client order id)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _vpin_order(self) -> RunnerSettings:
+        if not self.vpin_entry_max < self.vpin_exit_min:
+            raise ValueError(
+                f"runner.vpin_entry_max = {self.vpin_entry_max}: must be below "
+                f"runner.vpin_exit_min ({self.vpin_exit_min})"
+            )
+        return self
+
+
 class GridSettings(_Section):
     """Overrides of the grid strategy's parameters (``GridParams`` in
     ``perpdesk/strategies/grid/params.py`` holds every default and its unit);
@@ -281,10 +394,12 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     grid: GridSettings = GridSettings()
     optimize: OptimizeSettings = OptimizeSettings()
+    runner: RunnerSettings = RunnerSettings()
 
     def content_hash(self) -> str:
-        """Short sha256 of the canonical JSON of every setting that affects results."""
-        payload = self.model_dump(mode="json", exclude={"paths", "store"})
+        """Short sha256 of the canonical JSON of every setting that affects backtest results
+        (paths, store and the runtime's [runner] are left out)."""
+        payload = self.model_dump(mode="json", exclude={"paths", "store", "runner"})
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 

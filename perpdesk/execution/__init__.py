@@ -5,7 +5,9 @@
 - :mod:`perpdesk.execution.paper` — :class:`PaperVenue`: live (or replayed) market data in,
   fills from the simulator's tick fill model, balances in a local
   :class:`~perpdesk.sim.account.Account`;
-- :mod:`perpdesk.execution.ccxt_live` — :class:`LiveVenue` on ccxt async + ccxt.pro.
+- :mod:`perpdesk.execution.ccxt_live` — :class:`LiveVenue` on ccxt async + ccxt.pro (a perp
+  account, e.g. Binance USD-M, or a spot account, Binance spot) and :class:`SpotPerpVenue`,
+  one venue over the two legs of a carry pair (``.SPOT`` symbols to the spot account).
 
 Import the venues from their modules (ccxt is only loaded by the live one).
 """

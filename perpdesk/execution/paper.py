@@ -88,6 +88,7 @@ class _FundingClock:
     next_ts_ns: int = 0
     rate: float = math.nan
     mark: float = math.nan
+    settled_ts_ns: int = 0  # the last settlement booked: a late mark cannot re-arm it
 
 
 @dataclass(slots=True)
@@ -405,6 +406,7 @@ class PaperVenue:
             if fc.next_ts_ns and ts_ns >= fc.next_ts_ns and not math.isnan(fc.rate):
                 due = fc.next_ts_ns
                 fc.next_ts_ns = 0
+                fc.settled_ts_ns = max(fc.settled_ts_ns, due)
                 ih = self._instruments[sym].funding_interval_h
                 self._settle(FundingSettlement(self._venue, sym, due, fc.rate, ih, fc.mark))
         self.now_ns = max(self.now_ns, ts_ns)
@@ -472,7 +474,9 @@ class PaperVenue:
             self._notify(liq)
             fills += liq
             fc = self._funding_clock.setdefault(ev.symbol, _FundingClock())
-            if ev.next_funding_ts_ns > ev.ts_ns:
+            # a mark stamped before a settlement that arrives after it (another stream's
+            # event triggered it) announces the time already settled: not again
+            if ev.next_funding_ts_ns > max(ev.ts_ns, fc.settled_ts_ns):
                 fc.next_ts_ns, fc.rate, fc.mark = (
                     ev.next_funding_ts_ns,
                     ev.predicted_funding_rate,
@@ -482,8 +486,9 @@ class PaperVenue:
             if self.strategy is not None:
                 self.strategy.on_mark_price(self.ctx, ev)
         elif isinstance(ev, FundingSettlement):
-            fc = self._funding_clock.get(ev.symbol)
-            if fc is not None and fc.next_ts_ns == ev.ts_ns:
+            fc = self._funding_clock.setdefault(ev.symbol, _FundingClock())
+            fc.settled_ts_ns = max(fc.settled_ts_ns, ev.ts_ns)
+            if fc.next_ts_ns == ev.ts_ns:
                 fc.next_ts_ns = 0  # settled explicitly; not again from the mark clock
             self._settle(ev)
         else:

@@ -39,7 +39,14 @@ whose inputs (market events, orders, cancels) are journaled to its own SQLite fi
 ``synchronous=FULL``) and replayed on open, so its orders, fills, positions and cash survive a
 SIGKILL exactly (the paper venue is deterministic in its inputs). Market events are journaled
 in batches; nothing derived from an event (a fill, an order state, funding) is handed out
-before that event is committed.
+before that event is committed. Its market data is either a recorded capture
+(:func:`replay_feed`) or the exchange's live public streams
+(:func:`perpdesk.live.paper_feed.live_feed`); the runner taps the paper venue's input for its
+prices, tick VPIN and mark-price signals, so it is the same runner as in live mode.
+
+**Entry sizing** (:meth:`Runner.entry_size`): a slot holds ``1.5 C`` gross at 3× leverage, so
+the slots could add up to more than the deployed cap; each entry (best funding first) is
+cut to what the caps leave and skipped with an ``entry_skipped`` event below the minimum.
 """
 
 from __future__ import annotations
@@ -117,6 +124,7 @@ __all__ = [
     "capture_events",
     "client_order_id",
     "replay_feed",
+    "runner_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -181,7 +189,12 @@ class RunnerConfig:
     buys ``X = C·L/(L+1)`` and the perp shorts ``X`` (``perp_leverage`` L; README "The carry
     backtest"). ``vpin_bucket_usd`` / ``vpin_n_buckets`` size the tick VPIN
     (Easley, López de Prado & O'Hara 2012); ``require_warm_vpin`` keeps entries off until
-    ``n_buckets`` buckets have completed."""
+    ``n_buckets`` buckets have completed.
+
+    Entries are sized to pass the caps (:meth:`Runner.entry_size`): ``cap_price_buffer_bps``
+    keeps a capped entry inside its cap if the price rises by up to that much between the
+    plan and the send. ``paper_cash_usd`` is the paper wallet booked into the ledger at
+    start (None: ``bankroll_usd``)."""
 
     mode: str = "paper"
     run_id: str = "pd"
@@ -201,6 +214,8 @@ class RunnerConfig:
     vpin_n_buckets: int = 50
     require_warm_vpin: bool = True
     snapshot_path: Path | None = None
+    cap_price_buffer_bps: Decimal = Decimal(20)
+    paper_cash_usd: Decimal | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("paper", "live"):
@@ -324,6 +339,8 @@ class DurablePaperVenue:
         self.flush_every = flush_every
         self.source_seq = -1
         self._pending: list[tuple[str, int | None, str]] = []
+        self._book_rows: dict[str, tuple[int, tuple[str, int | None, str], int]] = {}
+        self.coalesced = 0
         self._trade_ids: list[str] = []
         self._n_fills: dict[str, int] = {}
         self._db: sqlite3.Connection | None = None
@@ -394,8 +411,33 @@ class DurablePaperVenue:
 
     def on_market(self, ev: MarketEvent, src_seq: int | None = None) -> None:
         """Apply one market event (journaled at the next flush, before anything derived
-        from it is handed out)."""
-        self._pending.append(("ev", src_seq, _enc_event(ev)))
+        from it is handed out).
+
+        Book tops are coalesced: a book top replaces the not-yet-committed book top of the
+        same symbol when no other kind of event, order or cancel came between them and its
+        time is not earlier. Replaying the journal gives the same state: a book top only
+        sets its symbol's quote and advances the clock (funding due by then settles with
+        the rate and mark of the last mark event, on positions that nothing in between
+        changed), so every trade, mark, order and cancel still meets the quotes and clock it
+        met live. On live data this keeps the journal to about the size of the trade and
+        mark streams (``coalesced`` counts the book tops folded away)."""
+        row = ("ev", src_seq, _enc_event(ev))
+        prev = self._book_rows.get(ev.symbol) if isinstance(ev, BookTop) else None
+        if (
+            prev is not None
+            and prev[0] < len(self._pending)
+            and self._pending[prev[0]] is prev[1]
+            and ev.ts_ns >= prev[2]
+        ):
+            self._pending[prev[0]] = row
+            self._book_rows[ev.symbol] = (prev[0], row, ev.ts_ns)
+            self.coalesced += 1
+        else:
+            if isinstance(ev, BookTop):
+                self._book_rows[ev.symbol] = (len(self._pending), row, ev.ts_ns)
+            else:
+                self._book_rows.clear()
+            self._pending.append(row)
         self.inner.on_event(ev)
         self._remember(ev)
         if src_seq is not None:
@@ -779,7 +821,9 @@ class Runner:
         if self.cfg.mode == "paper":
             self.ledger.record_transfer(
                 f"paper-bankroll-{self.cfg.run_id}",
-                self.cfg.bankroll_usd,
+                self.cfg.bankroll_usd
+                if self.cfg.paper_cash_usd is None
+                else self.cfg.paper_cash_usd,
                 self.clock_ns(),
                 "paper bankroll",
             )
@@ -974,6 +1018,8 @@ class Runner:
             live=self.cfg.mode == "live",
         )
         decision = check_order(req, state, self.limits)
+        if not decision.ok and decision.rule == "reduce_only" and leg.reduce_only:
+            state, req, decision = await self._recheck_reduce_only(leg, req)
         if not decision.ok:
             self._event(
                 "safeguard_reject",
@@ -993,6 +1039,22 @@ class Runner:
         if st.status is OrderStatus.REJECTED:
             self._event("venue_reject", f"{cid}: {st.reason}", {"client_order_id": cid})
         return st
+
+    async def _recheck_reduce_only(
+        self, leg: Leg, req: OrderRequest
+    ) -> tuple[PortfolioState, OrderRequest, Any]:
+        """Re-check a reduce-only order that the in-cycle risk state refused, against the
+        ledger after booking this cycle's fills. The in-cycle state counts every order sent
+        this cycle as fully filled, so after a partly filled close it shows the position
+        gone and would refuse the completion the pair executor sends (found with a partial
+        fill of a spot close on the live venue); the ledger holds what really remains."""
+        await self.sync_fills()
+        state = self._risk_state()
+        px = self._pos_px.get((self.cfg.layer, leg.symbol))
+        req = dataclasses.replace(
+            req, notional_usd=leg.qty_base * (px or self._ref_price(leg.symbol))
+        )
+        return state, req, check_order(req, state, self.limits)
 
     async def _query(self, cid: str, symbol: str) -> OrderState | None:
         st = await self._venue.query(cid, symbol)
@@ -1029,6 +1091,7 @@ class Runner:
         qp = [held.get(p.perp, _ZERO) for p in pairs]
         qs = [held.get(p.spot, _ZERO) for p in pairs]
         actions: list[Action] = []
+        entries: list[int] = []
         repaired = set()
         for i, p in enumerate(pairs):
             tol = max(self._lot(p.perp), self._lot(p.spot))
@@ -1064,10 +1127,75 @@ class Runner:
             if is_held[i] and (exit_mask[i] or toxic or kill):
                 actions.append(Action("exit", p.perp, p.spot, -qp[i], qs[i]))
             elif enter_mask[i] and gate_ok and not kill:
-                qty = self._entry_qty(p)
-                if qty > 0:
-                    actions.append(Action("enter", p.perp, p.spot, qty, qty))
+                entries.append(i)
+        # entries after exits, best funding first (ties keep the configured order), each
+        # sized against what the caps leave after the entries planned before it
+        state = self._risk if self._risk is not None else self._risk_state()
+        for i in sorted(entries, key=lambda j: -ann[j]):
+            p = pairs[i]
+            qty, px_perp, px_spot = self.entry_size(p, state)
+            if qty <= 0:
+                continue
+            actions.append(Action("enter", p.perp, p.spot, qty, qty))
+            for sym, side, px in ((p.perp, Side.SELL, px_perp), (p.spot, Side.BUY, px_spot)):
+                state = apply_order(
+                    state, OrderRequest(self.cfg.layer, sym, side, qty * px, f"plan-{k}-{sym}")
+                )
         return actions
+
+    def entry_size(self, p: PairSpec, state: PortfolioState) -> tuple[Decimal, Decimal, Decimal]:
+        """``(qty, perp price, spot price)`` of a new pair: the slot quantity
+        (:meth:`_entry_qty`) cut to what the caps leave — measured as the safeguards measure
+        them, on gross notional (``qty × last price``) of each leg:
+
+        - per leg symbol ``s``: ``qty × p_s ≤ max_position_pct × bankroll − Σ|pos(·, s)|``;
+        - both legs: ``qty × (p_perp + p_spot) ≤`` the room under ``max_deployed_pct`` and
+          under the layer's ``layer_allocation_pct``,
+
+        with each price raised by ``cap_price_buffer_bps`` (so the order still passes if the
+        price rises that much before it is sent), rounded down to the coarser lot. Returns
+        ``qty = 0`` (and writes an ``entry_skipped`` event, not an error) when the result
+        is below the minimum position ``min_position_pct × bankroll`` on either leg. Prices
+        are the unbuffered last prices (what the safeguards will value the legs at)."""
+        lim, bank, layer = self.limits, state.bankroll_usd, self.cfg.layer
+        px_perp, px_spot = self._ref_price(p.perp), self._ref_price(p.spot)
+        lot = max(self._lot(p.perp), self._lot(p.spot))
+        slot = self._entry_qty(p)
+        buf = 1 + self.cfg.cap_price_buffer_bps / 10_000
+        bp, bs = px_perp * buf, px_spot * buf
+
+        def cap(pct: Decimal) -> Decimal:
+            return bank * pct / 100
+
+        room_perp = cap(lim.max_position_pct) - state.symbol_gross_usd(p.perp)
+        room_spot = cap(lim.max_position_pct) - state.symbol_gross_usd(p.spot)
+        room_pair = min(
+            cap(lim.max_deployed_pct) - state.deployed_usd(),
+            cap(lim.layer_allocation_pct.get(layer, _ZERO)) - state.layer_gross_usd(layer),
+        )
+        q_cap = max(_ZERO, min(room_perp / bp, room_spot / bs, room_pair / (bp + bs)))
+        qty = (min(slot, q_cap) / lot).to_integral_value(ROUND_DOWN) * lot
+        floor = cap(lim.min_position_pct)
+        if qty < slot:
+            log.info("%s: entry cut from %s to %s by the caps", p.perp, slot, qty)
+        if qty <= 0 or qty * min(px_perp, px_spot) < floor:
+            self._event(
+                "entry_skipped",
+                f"{p.perp}/{p.spot}: the caps leave {qty} per leg "
+                f"({qty * px_perp} USD perp, {qty * px_spot} USD spot), below the minimum "
+                f"position {floor} USD ({lim.min_position_pct}% of {bank})",
+                {
+                    "cycle": self.cycle,
+                    "perp": p.perp,
+                    "spot": p.spot,
+                    "slot_qty": str(slot),
+                    "capped_qty": str(qty),
+                    "min_position_usd": str(floor),
+                },
+                key=f"skip:{self.cfg.run_id}:{self.cycle}:{p.perp}",
+            )
+            return _ZERO, px_perp, px_spot
+        return qty, px_perp, px_spot
 
     def _entry_qty(self, p: PairSpec) -> Decimal:
         """Base quantity of each leg: ``X / price`` rounded down to the coarser lot, with
@@ -1252,9 +1380,10 @@ def _pid() -> int:
 
 
 class LiveExecutions:
-    """Adds :meth:`executions_since` to a :class:`~perpdesk.execution.ccxt_live.LiveVenue`
-    (ccxt ``fetch_my_trades`` per traded symbol; trade ids are the exchange's) and passes
-    every other call through."""
+    """A live venue (:class:`~perpdesk.execution.ccxt_live.LiveVenue` or
+    :class:`~perpdesk.execution.ccxt_live.SpotPerpVenue`) restricted to the runner's
+    symbols for :meth:`executions_since` (the venue's public method: REST own trades with the
+    exchange's trade ids); every other call passes through."""
 
     def __init__(self, venue: Any, symbols: Sequence[str]) -> None:
         self._v = venue
@@ -1269,18 +1398,46 @@ class LiveExecutions:
         return str(self._v.venue_id)
 
     async def executions_since(self, since_ns: int) -> list[VenueExecution]:
-        """Own trades at or after ``since_ns`` of the configured symbols."""
-        out: list[VenueExecution] = []
-        for sym in self.symbols:
-            if sym.endswith(".SPOT"):
-                continue  # spot legs trade on the spot account (not wired yet)
-            uni = self._v.symbols.unified(sym)
-            rows = await self._v._rest(
-                lambda uni=uni: self._v.ex.fetch_my_trades(uni, since_ns // 1_000_000),
-                f"{self.venue_id} my trades",
-            )
-            out += [self._v._execution(t) for t in rows]
-        return sorted(out, key=lambda e: e.ts_ns)
+        """Own trades at or after ``since_ns`` of the configured symbols, oldest first."""
+        return list(await self._v.executions_since(since_ns, self.symbols))
+
+
+def runner_config(
+    settings: Any, mode: str, *, snapshot_path: Path | None = None, **overrides: Any
+) -> RunnerConfig:
+    """A :class:`RunnerConfig` from ``perpdesk.config.Settings``: ``[runner]`` (cycle,
+    timeouts, VPIN, run id, symbols paired with their spot legs, paper wallet), the carry
+    sizing of ``[carry]`` and the bankroll of ``[account]``; ``overrides`` replace fields."""
+    from perpdesk.domain import spot_symbol
+
+    r, c = settings.runner, settings.carry
+
+    def dec(x: float) -> Decimal:
+        return Decimal(repr(float(x)))
+
+    fields: dict[str, Any] = dict(
+        mode=mode,
+        run_id=r.run_id,
+        pairs=tuple(PairSpec(sym, spot_symbol(sym)) for sym in r.symbols),
+        bankroll_usd=dec(settings.account.bankroll_usd),
+        allocation_pct=dec(c.allocation_pct),
+        perp_leverage=dec(c.perp_leverage),
+        cycle_s=r.cycle_s,
+        cycle_timeout_s=r.cycle_timeout_s,
+        leg_fill_timeout_s=r.leg_fill_timeout_s,
+        unwind_timeout_s=r.unwind_timeout_s,
+        poll_s=r.poll_s,
+        vpin_entry_max=r.vpin_entry_max,
+        vpin_exit_min=r.vpin_exit_min,
+        vpin_bucket_usd=r.vpin_bucket_usd,
+        vpin_n_buckets=r.vpin_n_buckets,
+        require_warm_vpin=r.require_warm_vpin,
+        cap_price_buffer_bps=dec(r.cap_price_buffer_bps),
+        snapshot_path=snapshot_path,
+        paper_cash_usd=dec(r.paper_balance_usd) if r.paper_balance_usd > 0 else None,
+    )
+    fields.update(overrides)
+    return RunnerConfig(**fields)
 
 
 def paper_instruments(venue: str, pairs: Sequence[PairSpec]) -> list[Instrument]:
