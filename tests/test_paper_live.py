@@ -36,7 +36,7 @@ import pytest
 
 from perpdesk.live.paper_feed import LiveMarketData
 from perpdesk.live.runner import DurablePaperVenue
-from perpdesk.store import Ledger
+from perpdesk.store import Ledger, init_db
 from tests.fake_exchange import FakeBinanceUSDM, recorded
 
 D = Decimal
@@ -473,3 +473,74 @@ def test_a_late_mark_does_not_settle_the_same_funding_twice() -> None:
     v.on_event(MarkPrice("paper", "BTCUSDT", due + s_ns, 50000.0, 50000.0, 0.0003, nxt))
     v.on_event(Trade("paper", "BTCUSDT", nxt, 50000.0, 0.01, False))
     assert [(f.ts_ns, f.amount_usd) for f in v.funding] == [(due, D("1.5")), (nxt, D("1.5"))]
+
+
+def test_flip_one_switch_the_same_config_runs_live(tmp_path: Path) -> None:
+    """The paper config plus the two risk switches and `--live` instead of `--paper`: the same
+    runner trades the pair on the (fake) exchange with the API key from the environment;
+    every order and fill the exchange holds is in the ledger once, and the pair is hedged."""
+    key, secret = "flip-test-key-0123456789", "flip-test-secret-0123456789"
+    with FakeBinanceUSDM(int(time.time() * 1000), api_key=key, api_secret=secret) as fake:
+        fake.spot_balances["USDT"] = D(100_000)
+        market = LiveMarket(fake, lambda t: RATE_HIGH)
+        market.start()
+        # ccxt's own rate limiter paces the REST calls (income costs 30 weights = 1.5 s on
+        # binanceusdm), so the live test runs slower cycles than the paper ones
+        cfg = write_config(
+            tmp_path,
+            run_id="flip",
+            signals="mark",
+            cycle_s=2.0,
+            cycle_timeout_s=20.0,
+            leg_fill_timeout_s=8.0,
+            unwind_timeout_s=8.0,
+        )
+        cfg.write_text(
+            cfg.read_text() + '[risk]\nenable_live_orders = true\nlive_layers = ["carry"]\n'
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PERPDESK_")}
+        env |= {
+            "PYTHONUNBUFFERED": "1",
+            "PERPDESK_BINANCE_API_KEY": key,
+            "PERPDESK_BINANCE_API_SECRET": secret,
+        }
+        # live needs the ledger created beforehand (`perpdesk init-db`); paper creates its own
+        (tmp_path / "data").mkdir()
+        init_db(f"sqlite:///{tmp_path / 'data' / 'ledger.sqlite'}")
+        args = ["run", "--live", "--config", str(cfg), "--api-url", fake.url, "--ws-url"]
+        args += [fake.ws_url, "--spot-api-url", fake.url, "--spot-ws-url", fake.spot_ws_url]
+        args += ["--spot-ws-api-url", fake.spot_ws_api_url]
+        p = subprocess.Popen(
+            [sys.executable, "-m", "perpdesk.app.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for(lambda: len(query(tmp_path, "SELECT 1 FROM fills")) >= 2, p)
+            p.send_signal(signal.SIGTERM)
+            out, err = p.communicate(timeout=30)
+        finally:
+            market.stop()
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 0, err[-2000:]
+        assert key not in out + err and secret not in out + err
+        fills = query(tmp_path, "SELECT client_order_id, symbol, side, qty_base FROM fills")
+        venue_orders = {
+            o["clientOrderId"]: o for o in [*fake.orders.values(), *fake.spot_orders.values()]
+        }
+        # each ledger fill is an order the exchange holds, and no client id was sent twice
+        assert len(venue_orders) == len(fake.orders) + len(fake.spot_orders)
+        assert {c for c, *_ in fills} <= set(venue_orders)
+        by_sym = Counter()
+        for _c, sym, side, q in fills:
+            by_sym[sym] += D(q) if side == "buy" else -D(q)
+        # 0.075 BTC per leg, as in paper (module docstring): short perp, long spot
+        assert by_sym["BTCUSDT"] == -by_sym["BTCUSDT.SPOT"] and by_sym["BTCUSDT.SPOT"] >= D("0.075")
+        assert fake.spot_balances["BTC"] == by_sym["BTCUSDT.SPOT"]
+        assert (tmp_path / "data" / "state.json").is_file()
+        snap = json.loads((tmp_path / "data" / "state.json").read_text())
+        assert snap["mode"] == "live"

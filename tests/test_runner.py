@@ -871,3 +871,40 @@ def test_runner_config_takes_the_runner_section(tmp_path: Path, monkeypatch) -> 
     assert (c.cap_price_buffer_bps, c.paper_cash_usd) == (D(5), D("1234.5"))
     # no paper balance configured: the paper wallet is the bankroll
     assert runner_config(load_settings(None), "live").paper_cash_usd is None
+
+
+def test_daily_loss_trips_the_kill_switch_and_a_disabled_layer_opens_nothing(
+    tmp_path: Path,
+) -> None:
+    """The day's loss reaching max_daily_loss_pct trips the (persistent) kill switch, which
+    closes the pair in that cycle; with the switch off again but the carry layer disabled in
+    the ledger, the runner plans no entry and the safeguards are never asked."""
+    s = Setup(tmp_path)
+
+    async def main() -> None:
+        v = await s.venue(market(40))
+        with Ledger(s.url) as led:
+            r = Runner(cfg(tmp_path), v, led, Limits(), CarryRules(), Signals([30]))
+            await r.start()
+            await r.run_cycle(1)
+            assert qty_by_symbol(led) == {"BTCUSDT": D("-0.15"), "BTCUSDT.SPOT": D("0.15")}
+            st = led.status()
+            # a loss cap just below what the entry's fees already cost today
+            r.limits = dataclasses.replace(r.limits, max_daily_loss_pct=D("1e-9"))
+            await r.run_cycle(2)
+            assert led.kill_switch() is True
+            assert qty_by_symbol(led) == {}
+            assert [a["kind"] for a in s.events("plan")[1][2]["actions"]] == ["exit"]
+            assert len(s.events("kill_switch")) == 1
+            assert led.status().equity_usd < st.equity_usd  # the exit cost fees too
+            led.set_kill_switch(False, time.time_ns(), "test")
+            led.set_layer("carry", False, time.time_ns(), "test")
+            r.limits = dataclasses.replace(r.limits, max_daily_loss_pct=D(5))
+            await r.run_cycle(3)
+            await r.stop()
+            assert qty_by_symbol(led) == {}
+            assert s.events("plan")[2][2]["actions"] == []
+            assert s.events("safeguard_reject") == []
+        await v.close()
+
+    asyncio.run(main())

@@ -152,6 +152,7 @@ def run_cmd(
     ws_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     spot_api_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     spot_ws_url: Annotated[str | None, typer.Option(hidden=True)] = None,
+    spot_ws_api_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
 ) -> None:
@@ -255,10 +256,21 @@ def run_cmd(
                     ws_url=ws_url,
                     spot_api_url=spot_api_url,
                     spot_ws_url=spot_ws_url,
+                    spot_ws_api_url=spot_ws_api_url,
                 )
                 venue = LiveExecutions(lv, [x for p in pairs for x in (p.perp, p.spot)])
-                client = CcxtDownloader(exchange, Catalog(data_dir), api_url=api_url)
-                signals = ScannerSignals([client], rules, [p.perp for p in pairs])
+                if s.runner.signals == "mark":  # the venue's mark stream, as in --paper
+                    inst = await lv.instruments()
+                    signals = MarkFundingSignals(
+                        {
+                            p.perp: inst[p.perp].funding_interval_h or 8
+                            for p in pairs
+                            if p.perp in inst
+                        }
+                    )
+                else:
+                    client = CcxtDownloader(exchange, Catalog(data_dir), api_url=api_url)
+                    signals = ScannerSignals([client], rules, [p.perp for p in pairs])
             runner = Runner(cfg, venue, ledger, limits, rules, signals)
 
             def on_cycle(k: int, status: str) -> None:

@@ -62,7 +62,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -107,6 +107,7 @@ from perpdesk.risk.safeguards import (
     PortfolioState,
     apply_order,
     check_order,
+    is_halted,
 )
 from perpdesk.sim.costs import Costs
 from perpdesk.store.ledger import Ledger
@@ -972,6 +973,7 @@ class Runner:
             daily_pnl_usd=_ZERO if eq0 is None else st.equity_usd - eq0,
             kill_switch=st.kill_switch,
             seen_client_order_ids=seen,
+            disabled_layers=frozenset(n for n, on in st.layers.items() if not on),
         )
 
     def _ref_price(self, symbol: str) -> Decimal:
@@ -1085,6 +1087,9 @@ class Runner:
         """The plan of cycle ``k`` (module docstring, step 2)."""
         held = self._held()
         kill = self.ledger.kill_switch()
+        if not kill:
+            kill = self._daily_loss_kill()
+        disabled = not self.ledger.layers().get(self.cfg.layer, True)
         sig = dict(await self.signals.signals(k)) if self.signals is not None else {}
         pairs = list(self.cfg.pairs)
         n = len(pairs)
@@ -1126,7 +1131,7 @@ class Runner:
                 continue
             if is_held[i] and (exit_mask[i] or toxic or kill):
                 actions.append(Action("exit", p.perp, p.spot, -qp[i], qs[i]))
-            elif enter_mask[i] and gate_ok and not kill:
+            elif enter_mask[i] and gate_ok and not kill and not disabled:
                 entries.append(i)
         # entries after exits, best funding first (ties keep the configured order), each
         # sized against what the caps leave after the entries planned before it
@@ -1142,6 +1147,21 @@ class Runner:
                     state, OrderRequest(self.cfg.layer, sym, side, qty * px, f"plan-{k}-{sym}")
                 )
         return actions
+
+    def _daily_loss_kill(self) -> bool:
+        """Trip the kill switch when the day's loss reached ``risk.max_daily_loss_pct`` of the
+        bankroll (:func:`perpdesk.risk.safeguards.is_halted`; day = since 00:00 UTC, from the
+        first equity snapshot of the day). The switch persists in the ledger (so a restart
+        stays halted) and makes this cycle close every pair; ``perpdesk kill-switch off``
+        resumes. Returns whether it tripped."""
+        st = self._risk_state()
+        halted, why = is_halted(replace(st, kill_switch=False), self.limits)
+        if not halted:
+            return False
+        now = self.clock_ns()
+        self.ledger.set_kill_switch(True, now, f"runner: {why}")
+        self._alert("kill_switch", f"kill switch on: {why}; closing every pair", {"why": why})
+        return True
 
     def entry_size(self, p: PairSpec, state: PortfolioState) -> tuple[Decimal, Decimal, Decimal]:
         """``(qty, perp price, spot price)`` of a new pair: the slot quantity
