@@ -749,3 +749,100 @@ def test_result_tables_hold_quantities_past_1e10_base_units(tmp_path: Path) -> N
     )
     assert res.fills.column("qty_base").to_pylist() == [big]
     assert res.fills.column("price").to_pylist() == [Decimal("0.000001")]
+
+
+# ----------------------------------------------------------------- speed-path APIs (issue 7 bench)
+
+
+def test_position_qty_and_the_cached_available_margin_follow_fills_marks_and_funding() -> None:
+    from perpdesk.domain import Liquidity
+    from perpdesk.sim.account import Account, AccountError
+
+    long_, short = PositionSide.LONG, PositionSide.SHORT
+    a = Account([PERP], "10000", hedge_mode=True, leverage={SYM: 5})
+
+    def fill(side: Side, qty: str, price: str, ps: PositionSide) -> Fill:
+        return Fill("c", V, SYM, side, Decimal(qty), Decimal(price), Decimal(0),
+                    Liquidity.TAKER, 1, ps)  # fmt: skip
+
+    assert a.available_usd == Decimal(10000)
+    assert a.position_qty(SYM, long_) == 0 and a.position_qty(SYM, short) == 0
+    a.apply_fill(fill(Side.BUY, "2", "100", long_))
+    # margin used 2 × 100 / 5 = 40 at the fill price (the first mark)
+    assert a.position_qty(SYM, long_) == Decimal(2) == a.position(SYM, long_).qty_base
+    assert a.available_usd == Decimal(9960)
+    a.update_mark(SYM, 2, 110.0)
+    # upnl 2 × 110 − 200 = 20; used 2 × 110 / 5 = 44: 10,000 + 20 − 44
+    assert a.available_usd == Decimal(9976)
+    a.settle_funding(SYM, 3, 0.001, 110.0)
+    # the long pays 2 × 110 × 0.001 = 0.22
+    assert a.available_usd == Decimal("9975.78")
+    a.apply_fill(fill(Side.SELL, "0.5", "110", long_))
+    # realised 0.5 × (110 − 100) = 5; upnl 1.5 × 10 = 15; used 1.5 × 110 / 5 = 33
+    assert a.position_qty(SYM, long_) == Decimal("1.5")
+    assert a.available_usd == Decimal("10004.78") + 15 - 33
+    a.apply_fill(fill(Side.SELL, "1", "110", short))
+    assert a.position_qty(SYM, short) == Decimal(-1) == a.position(SYM, short).qty_base
+    # short: upnl 0, used 1 × 110 / 5 = 22
+    assert a.available_usd == Decimal("9986.78") - 22
+    # opening 400 at 100 at 5x needs 8,000 (fits); 500 needs 10,000 (does not)
+    assert a.can_open(SYM, Side.BUY, Decimal(400), 100.0, long_) is None
+    assert "insufficient margin" in a.can_open(SYM, Side.BUY, Decimal(500), 100.0, long_)
+    with pytest.raises(AccountError, match="hedge mode needs position_side LONG or SHORT"):
+        a.position_qty(SYM)
+    with pytest.raises(AccountError, match="unknown symbol"):
+        a.position_qty("NOPEUSDT", long_)
+
+
+def test_the_orders_table_is_built_on_first_access(tmp_path: Path) -> None:
+    write_bars(tmp_path, [flat(100.0), flat(104.0), flat(104.0)])
+
+    def act(ctx: Context, bar: Bar) -> None:
+        ctx.limit(SYM, Side.BUY, 0.5, 90.0, label="L")
+        ctx.market(SYM, Side.SELL, 0.25, label="M")
+
+    res = run_bars(tmp_path, Script({0: act}), costs=Costs.frictionless())
+    assert [o.client_order_id for o in res.order_list] == ["Script-1", "Script-2"]
+    t = res.orders
+    assert t is res.orders  # built once
+    assert t.to_pylist() == [
+        {"ts_ns": T0 + M5, "client_order_id": "Script-1", "strategy_id": "Script",
+         "symbol": SYM, "side": "buy", "type": "limit", "qty_base": 0.5, "price": 90.0,
+         "stop_price": None, "tif": "gtc", "reduce_only": False, "position_side": "both",
+         "label": "L"},
+        {"ts_ns": T0 + M5, "client_order_id": "Script-2", "strategy_id": "Script",
+         "symbol": SYM, "side": "sell", "type": "market", "qty_base": 0.25, "price": None,
+         "stop_price": None, "tif": "gtc", "reduce_only": False, "position_side": "both",
+         "label": "M"},
+    ]  # fmt: skip
+
+
+def test_fast_constructor_builds_the_same_frozen_objects() -> None:
+    import dataclasses
+
+    from perpdesk.domain import Liquidity, OrderType, TimeInForce
+    from perpdesk.sim.replay import fast_constructor
+
+    bar = ("v", SYM, T0, 300, 1.0, 2.0, 0.5, 1.5, 10.0, 15.0, 7.0)
+    assert fast_constructor(Bar)(*bar) == Bar(*bar)
+    assert fast_constructor(Bar)(*bar).close_ts_ns == T0 + 300 * S
+    od = ("c", "v", SYM, Side.BUY, 1.0, OrderType.LIMIT, 10.0, None, TimeInForce.GTC, False,
+          PositionSide.LONG, 5, "s", "l")  # fmt: skip
+    made = fast_constructor(Order)(*od)
+    assert made == Order(*od) and type(made) is Order
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.price = 11.0  # type: ignore[misc]
+    # __post_init__ still runs: the same error as the class's own constructor
+    bad = (*od[:4], 0.0, *od[5:])
+    with pytest.raises(ValueError, match=r"qty_base 0\.0 must be > 0"):
+        fast_constructor(Order)(*bad)
+    fd = ("c", "v", SYM, Side.SELL, Decimal("0.5"), Decimal(100), Decimal("0.01"),
+          Liquidity.MAKER, 7, PositionSide.BOTH, Decimal(0), "s", "")  # fmt: skip
+    assert fast_constructor(Fill)(*fd) == Fill(*fd)
+
+    @dataclasses.dataclass
+    class Plain:
+        x: int
+
+    assert fast_constructor(Plain) is Plain  # not frozen and slotted: the class itself
+    assert fast_constructor(int) is int

@@ -45,6 +45,7 @@ setting; Binance's own default is 20×) and must not exceed the first bracket's 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,6 +289,7 @@ class Account:
             if not 1 <= lev <= top:
                 raise AccountError(f"leverage[{sym}]: {lev} not in 1..{top} (first bracket)")
             self._leverage[sym] = lev
+        self._lev_dec = {sym: Decimal(lev) for sym, lev in self._leverage.items()}
         sides = (PositionSide.LONG, PositionSide.SHORT) if self._hedge else (PositionSide.BOTH,)
         self._books: dict[tuple[str, PositionSide], _Book] = {}
         self._symbol_books: dict[str, tuple[_Book, ...]] = {}
@@ -311,6 +313,9 @@ class Account:
         self._seq = 0
         self._fees_total = ZERO
         self._funding_total = ZERO
+        # available margin as of the current state (None: to recompute); cleared by every
+        # change of cash, marks or positions (apply_fill, update_mark, settle_funding)
+        self._avail_c: Decimal | None = None
 
     # ------------------------------------------------------------------ lookups
 
@@ -349,10 +354,17 @@ class Account:
         flip), realised PnL and the fee into cash; spot — cash −/+ notional and − fee,
         holdings never negative. Raises :class:`AccountError` (nothing booked) on an unknown
         symbol, a wrong position side, a non-positive size or price, or an oversell."""
-        book = self._book(fill.symbol, fill.position_side)
+        book = self._books.get((fill.symbol, fill.position_side))
+        if book is None:
+            book = self._book(fill.symbol, fill.position_side)  # raises the one-line error
         qty = fill.qty_base
         price = fill.price
-        if not all(isinstance(x, Decimal) for x in (qty, price, fill.fee_usd, fill.slippage_usd)):
+        if not (
+            isinstance(qty, Decimal)
+            and isinstance(price, Decimal)
+            and isinstance(fill.fee_usd, Decimal)
+            and isinstance(fill.slippage_usd, Decimal)
+        ):
             raise AccountError(
                 f"{fill.symbol}: fill {fill.client_order_id} qty/price/fee/slippage not Decimal"
             )
@@ -375,7 +387,12 @@ class Account:
                     f"{fill.symbol}: {fill.side} {qty} exceeds the {book.position_side} "
                     f"position {abs(book.qty)} (fill {fill.client_order_id})"
                 )
-        was_flat = all(b.qty == ZERO for b in self._symbol_books[fill.symbol])
+        was_flat = True
+        for b in self._symbol_books[fill.symbol]:
+            if b.qty != ZERO:
+                was_flat = False
+                break
+        self._avail_c = None
         self._touch(fill.symbol)
         realised, opened, closed, q_before = self._trade(book, d, price, fill)
         if (q_before == ZERO) != (book.qty == ZERO):
@@ -483,6 +500,7 @@ class Account:
         m = _dec(mark_price, f"{symbol} funding mark at {ts_ns}")
         if not m > ZERO:
             raise AccountError(f"{symbol}: funding mark price {m} at {ts_ns} is not > 0")
+        self._avail_c = None
         total = ZERO
         for book in self._symbol_books[symbol]:
             if book.qty == ZERO:
@@ -539,10 +557,14 @@ class Account:
         ``liquidation_fee_rate × notional`` rounded to 1e-8) are booked already and
         returned (one per lot owner and book)."""
         inst = self._instrument(symbol)
-        m = _dec(mark_price, f"{symbol} mark at {ts_ns}")
+        if mark_price.__class__ is float and math.isfinite(mark_price):
+            m = Decimal(repr(mark_price))  # what _dec gives, without building its message
+        else:
+            m = _dec(mark_price, f"{symbol} mark at {ts_ns}")
         if not m > ZERO:
             raise AccountError(f"{symbol}: mark price {m} at {ts_ns} is not > 0")
         self._marks[symbol] = m
+        self._avail_c = None
         self._touch(symbol)
         if inst.kind is not InstrumentKind.PERP:
             return []
@@ -636,13 +658,18 @@ class Account:
         (perp: its books; spot leg: holdings × mark − their cost), or of all perps when
         ``symbol`` is ``None`` (spot legs enter ``equity_usd`` at their full value)."""
         if symbol is None:
-            return sum((self._upnl(b) for b in self._open_perp), ZERO)
+            total = ZERO  # = sum(..., ZERO): the same additions in the same order
+            for b in self._open_perp:
+                total = total + self._upnl(b)
+            return total
         self._instrument(symbol)
         return sum((self._upnl(b) for b in self._symbol_books[symbol]), ZERO)
 
     @property
     def spot_value_usd(self) -> Decimal:
         """Spot holdings at their last marks, USD."""
+        if not self._open_spot:
+            return ZERO
         return sum((b.qty * self._marks[b.symbol] for b in self._open_spot), ZERO)
 
     @property
@@ -658,20 +685,29 @@ class Account:
     @property
     def maint_margin_usd(self) -> Decimal:
         """Σ maintenance margin of every perp book at its mark, USD."""
-        return sum((self._mm(b) for b in self._open_perp), ZERO)
+        total = ZERO  # = sum(..., ZERO): the same additions in the same order
+        for b in self._open_perp:
+            total = total + self._mm(b)
+        return total
 
     @property
     def available_usd(self) -> Decimal:
         """Margin free for new positions, USD. Cross: ``margin balance − Σ |qty| × mark /
         leverage`` (Binance availableBalance, without open-order margin); isolated: ``cash −
-        Σ isolated margins``."""
+        Σ isolated margins``. Cached until the next fill, mark or funding settlement."""
+        avail = self._avail_c
+        if avail is not None:
+            return avail
         if self._margin_mode == "isolated":
-            return self._cash - sum((b.isolated_margin for b in self._perp_books), ZERO)
-        used = ZERO
-        for b in self._open_perp:
-            if b.qty != ZERO:
-                used += abs(b.qty) * self._marks[b.symbol] / Decimal(self._leverage[b.symbol])
-        return self.margin_balance_usd - used
+            avail = self._cash - sum((b.isolated_margin for b in self._perp_books), ZERO)
+        else:
+            used = ZERO
+            for b in self._open_perp:
+                if b.qty != ZERO:
+                    used += abs(b.qty) * self._marks[b.symbol] / Decimal(self._leverage[b.symbol])
+            avail = self.margin_balance_usd - used
+        self._avail_c = avail
+        return avail
 
     def _liquidation_price(self, book: _Book) -> Decimal | None:
         if book.is_spot or book.qty == ZERO:
@@ -721,6 +757,17 @@ class Account:
     def position(self, symbol: str, position_side: PositionSide = PositionSide.BOTH) -> Position:
         """Frozen view of one book (flat books too). Hedge mode asks for LONG or SHORT."""
         return self._position(self._book(symbol, position_side))
+
+    def position_qty(
+        self, symbol: str, position_side: PositionSide = PositionSide.BOTH
+    ) -> Decimal:
+        """Signed size of one book (+ long, − short; 0 when flat): ``position(...).qty_base``
+        without building the view (no liquidation price, no PnL). Same errors as
+        :meth:`position`."""
+        book = self._books.get((symbol, position_side))
+        if book is None:
+            book = self._book(symbol, position_side)  # raises the one-line error
+        return book.qty
 
     def positions(self) -> list[Position]:
         """Views of the non-flat books, ordered by symbol then side."""
@@ -795,12 +842,23 @@ class Account:
         leverage of the bracket holding the resulting notional (Binance: larger positions
         allow less leverage); spot: a buy needs the cash, a sell the holdings. Fees are not
         reserved."""
-        try:
-            book = self._book(symbol, position_side)
-            q = _dec(qty, f"{symbol} qty")
-            p = _dec(price, f"{symbol} price")
-        except AccountError as e:
-            return str(e)
+        book = self._books.get((symbol, position_side))
+        # fast paths (a finite Decimal quantity, a finite float price) give what _dec gives
+        if book is not None and qty.__class__ is Decimal and qty.is_finite():
+            q = qty
+        else:
+            try:
+                book = self._book(symbol, position_side)
+                q = _dec(qty, f"{symbol} qty")
+            except AccountError as e:
+                return str(e)
+        if price.__class__ is float and math.isfinite(price):
+            p = Decimal(repr(price))
+        else:
+            try:
+                p = _dec(price, f"{symbol} price")
+            except AccountError as e:
+                return str(e)
         if not q > ZERO or not p > ZERO:
             return f"{symbol}: qty {q} and price {p} must be > 0"
         d = q if side is Side.BUY else -q
@@ -840,7 +898,7 @@ class Account:
                 f"{symbol}: leverage {lev}x exceeds the bracket's max leverage {b.max_leverage}x "
                 f"for notional {new_notional} USD"
             )
-        need = opened * p / Decimal(lev)
+        need = opened * p / self._lev_dec[symbol]
         avail = self.available_usd
         if need > avail:
             return (

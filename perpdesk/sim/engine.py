@@ -37,15 +37,19 @@ grid in Decimal (:func:`snap_qty`) and books exactly that, so closing with
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 import gc
 import heapq
 import itertools
 import math
+import operator
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -72,7 +76,18 @@ from perpdesk.errors import PerpdeskError
 from perpdesk.sim.account import Account
 from perpdesk.sim.costs import Costs
 from perpdesk.sim.fills import BarFillModel, Execution, FillModel, Quote, WorkingOrder
-from perpdesk.sim.replay import BAR, BOOK, FUNDING, MARK, OI, TRADE, Chunk, Replay, StreamSpec
+from perpdesk.sim.replay import (
+    BAR,
+    BOOK,
+    FUNDING,
+    MARK,
+    OI,
+    TRADE,
+    Chunk,
+    Replay,
+    StreamSpec,
+    fast_constructor,
+)
 from perpdesk.sim.replay import event_maker as _event_maker
 from perpdesk.sim.replay import events_maker as _events_maker
 from perpdesk.strategies.base import OrderMethods, Strategy, overridden
@@ -134,11 +149,12 @@ class EngineResult:
     ``ts_ns, equity_usd, cash_usd`` (float64, for curves). ``funding``: settlements booked
     on a position (``amount_usd`` + received). ``rejections``: refused/expired orders with
     the reason. ``pnl``: the account's per-(strategy, symbol) breakdown. ``events``: events
-    replayed; ``dispatched``: events built as objects and processed.
+    replayed; ``dispatched``: events built as objects and processed. ``orders`` is built
+    from ``order_list`` (the :class:`Order` objects) on first access: a run with tens of
+    thousands of orders does not pay for a table nobody reads.
     """
 
     fills: pa.Table
-    orders: pa.Table
     equity: pa.Table
     funding: pa.Table
     rejections: pa.Table
@@ -146,6 +162,55 @@ class EngineResult:
     events: int
     dispatched: int
     account: Account = field(repr=False)
+    order_list: Sequence[Order] = field(default=(), repr=False, compare=False)
+
+    @functools.cached_property
+    def orders(self) -> pa.Table:
+        """Every order sent, one row each (see the class docstring)."""
+        return orders_table(self.order_list)
+
+
+def _col(rows: Sequence[Any], name: str, typ: pa.DataType) -> pa.Array:
+    return pa.array(list(map(operator.attrgetter(name), rows)), typ)
+
+
+def _enum_col(rows: Sequence[Any], name: str) -> pa.Array:
+    """An enum field as text: plain str first (pyarrow converts str-enum members ~30×
+    slower than str); a StrEnum member's text is its value (``str(m) == m._value_``)."""
+    vals = list(map(operator.attrgetter(name), rows))
+    if all(issubclass(k, StrEnum) for k in set(map(type, vals))):
+        vals = list(map(operator.attrgetter("_value_"), vals))
+    else:
+        vals = list(map(str, vals))
+    return pa.array(vals, pa.string())
+
+
+def orders_table(orders: Sequence[Order]) -> pa.Table:
+    """The orders as :attr:`EngineResult.orders` holds them (enums as text, floats)."""
+    o = orders
+    return pa.table(
+        {
+            "ts_ns": _col(o, "ts_ns", pa.int64()),
+            "client_order_id": _col(o, "client_order_id", pa.string()),
+            "strategy_id": _col(o, "strategy_id", pa.string()),
+            "symbol": _col(o, "symbol", pa.string()),
+            "side": _enum_col(o, "side"),
+            "type": _enum_col(o, "type"),
+            "qty_base": _col(o, "qty_base", pa.float64()),
+            "price": _col(o, "price", pa.float64()),
+            "stop_price": _col(o, "stop_price", pa.float64()),
+            "tif": _enum_col(o, "tif"),
+            "reduce_only": _col(o, "reduce_only", pa.bool_()),
+            "position_side": _enum_col(o, "position_side"),
+            "label": _col(o, "label", pa.string()),
+        }
+    )
+
+
+# --------------------------------------------------------------------- order objects
+
+_make_order = fast_constructor(Order)  # Order(...) with every field, ~2x faster
+_make_fill = fast_constructor(Fill)
 
 
 # --------------------------------------------------------------------- the pure order step
@@ -173,10 +238,12 @@ def check_order(
         return f"duplicate client_order_id {order.client_order_id}"
     if _off_grid(order.qty_base, instrument.lot_size):
         return f"qty {order.qty_base} is not a multiple of lot_size {instrument.lot_size}"
-    for name in ("price", "stop_price"):
-        px = getattr(order, name)
-        if px is not None and _off_grid(px, instrument.tick_size):
-            return f"{name} {px} is not a multiple of tick_size {instrument.tick_size}"
+    px = order.price
+    if px is not None and _off_grid(px, instrument.tick_size):
+        return f"price {px} is not a multiple of tick_size {instrument.tick_size}"
+    px = order.stop_price
+    if px is not None and _off_grid(px, instrument.tick_size):
+        return f"stop_price {px} is not a multiple of tick_size {instrument.tick_size}"
     if instrument.kind is InstrumentKind.SPOT:
         if order.position_side is not PositionSide.BOTH:
             return "a spot leg takes position_side BOTH"
@@ -220,7 +287,7 @@ def check_arrival(
     (the limit or stop price, else the current one). ``qty_base``: the order's exact size
     (default ``order.qty_base`` converted from float)."""
     qty = to_decimal(order.qty_base) if qty_base is None else qty_base
-    pos = account.position(order.symbol, order.position_side).qty_base
+    pos = account.position_qty(order.symbol, order.position_side)
     red = reducible_qty(order, pos, account.hedge_mode)
     if red is not None:
         if red == 0:
@@ -240,7 +307,13 @@ def _to_tick(price: float, tick: float, side: Side, exact: bool) -> Decimal:
     r = round(n)
     on_grid = exact or abs(n - r) <= 1e-6
     k = r if on_grid else (math.ceil(n) if side is Side.BUY else math.floor(n))
-    return Decimal(k) * Decimal(repr(tick))
+    return Decimal(k) * _lot_decimal(tick)
+
+
+@functools.lru_cache(maxsize=256)
+def _lot_decimal(lot_size: float) -> Decimal:
+    """``Decimal(repr(float(lot_size)))`` (the lot or tick as written), memoised."""
+    return Decimal(repr(float(lot_size)))
 
 
 def snap_qty(qty_base: Decimal | float | int | str, lot_size: float) -> Decimal | None:
@@ -249,7 +322,7 @@ def snap_qty(qty_base: Decimal | float | int | str, lot_size: float) -> Decimal 
     ``int``) must be an exact multiple of the lot; a float may be off by float noise (up to
     1e-6 lot) and is snapped to the nearest multiple — so ``float(k × lot)`` and
     ``k × lot`` name the same quantity."""
-    lot = Decimal(repr(float(lot_size)))
+    lot = _lot_decimal(lot_size)
     if isinstance(qty_base, float):
         n = qty_base / lot_size
         k = round(n)
@@ -273,7 +346,26 @@ def snap_qty(qty_base: Decimal | float | int | str, lot_size: float) -> Decimal 
 def _to_lot(qty: float, lot: float) -> Decimal:
     """Whole lots in ``qty`` (floor, with a 1e-9-lot tolerance for float noise): a fill
     capped by a trade's size never exceeds it."""
-    return Decimal(math.floor(qty / lot + 1e-9)) * Decimal(repr(lot))
+    return Decimal(math.floor(qty / lot + 1e-9)) * _lot_decimal(lot)
+
+
+def _band_with(band: tuple[float, float], o: Order) -> tuple[float, float]:
+    """``(lo, hi)`` widened by one resting order: a bar/trade reaching at or below ``lo``
+    or at or above ``hi`` may fill or trigger something (see :meth:`Engine._reaches`)."""
+    lo, hi = band
+    if o.type is OrderType.LIMIT:
+        if o.side is Side.BUY:
+            lo = max(lo, o.price)
+        else:
+            hi = min(hi, o.price)
+    elif o.type is OrderType.STOP_MARKET:
+        if o.side is Side.BUY:
+            hi = min(hi, o.stop_price)
+        else:
+            lo = max(lo, o.stop_price)
+    else:  # a market order waiting for the next bar
+        lo = math.inf
+    return lo, hi
 
 
 # --------------------------------------------------------------------- context
@@ -284,6 +376,10 @@ class SimContext(OrderMethods):
 
     def __init__(self, engine: Engine) -> None:
         self._e = engine
+        # the order methods hand their request straight to the engine (one call, no
+        # re-packed keyword arguments): same signature as ``_send`` below
+        self._send = engine.submit  # type: ignore[method-assign]
+        self.cancel = engine.cancel  # type: ignore[method-assign]
 
     @property
     def now_ns(self) -> int:
@@ -461,6 +557,7 @@ class Engine:
         self.fill_model: FillModel = fill_model if fill_model is not None else BarFillModel()
         self.costs = costs if costs is not None else Costs()
         self._slippage = self.costs.slippage
+        self._arrival_ns = self.costs.latency.arrival_ns
         if equity_every_ns is not None and equity_every_ns <= 0:
             raise EngineError(f"equity_every_ns {equity_every_ns} must be > 0")
         self.equity_every_ns = equity_every_ns
@@ -478,6 +575,11 @@ class Engine:
         self._n_orders = 0
         self._seq = 0
         self._heap: list[tuple] = []
+        # the last time looked up in the loaded chunk by _drain (searchsorted once per time)
+        self._ss_ts = -1
+        self._ss_chunk: Chunk | None = None
+        self._ss_pos = 0
+        self._ts_list: list[int] | None = None  # the loaded chunk's times as a list, once built
         # market state
         self._state: dict[str, _SymState] = {s: _SymState() for s in self.instruments}
         self._has_pos: set[str] = set()
@@ -561,6 +663,12 @@ class Engine:
             [info.handler is not None or info.kind == FUNDING for info in infos], dtype=bool
         )
         self._hot = self._base_hot.copy()
+        # the same flags as Python lists, for scalar reads (numpy's cost ~10x more each)
+        self._base_hot_l: list[bool] = self._base_hot.tolist()
+        self._hot_l: list[bool] = self._hot.tolist()
+        self._cold: dict[str, tuple[int, ...]] = {}
+        for sym in self._streams_of:
+            self._set_cold(sym)
         self._carry: list[tuple[dict[str, Any], int] | None] = [None] * len(infos)
         self._seen: list[int] = [-1] * len(infos)
         self._all_events = [
@@ -573,7 +681,10 @@ class Engine:
     def quote(self, symbol: str) -> Quote:
         """The symbol's market state as of now (caught up from cold streams)."""
         self._catch_up(symbol)
-        return self._state.setdefault(symbol, _SymState()).quote
+        st = self._state.get(symbol)
+        if st is None:
+            st = self._state[symbol] = _SymState()
+        return st.quote
 
     def submit(
         self,
@@ -601,18 +712,21 @@ class Engine:
         inst = self.instruments.get(symbol)
         exact = snap_qty(qty_base, inst.lot_size) if inst is not None else None
         try:
-            order = Order(
+            # enum members pass through as they are (Side(Side.BUY) is Side.BUY)
+            order = _make_order(
                 client_order_id,
                 inst.venue if inst else "",
                 symbol,
-                Side(side),
+                side if side.__class__ is Side else Side(side),
                 float(exact) if exact is not None else float(qty_base),
-                OrderType(type),
+                type if type.__class__ is OrderType else OrderType(type),
                 None if price is None else float(price),
                 None if stop_price is None else float(stop_price),
-                TimeInForce(tif),
-                bool(reduce_only),
-                PositionSide(position_side),
+                tif if tif.__class__ is TimeInForce else TimeInForce(tif),
+                reduce_only if reduce_only.__class__ is bool else bool(reduce_only),
+                position_side
+                if position_side.__class__ is PositionSide
+                else PositionSide(position_side),
                 self.now_ns,
                 self.strategy.strategy_id,
                 label,
@@ -632,14 +746,18 @@ class Engine:
         if exact is None:  # passed check_order's float tolerance
             exact = snap_qty(order.qty_base, inst.lot_size) or to_decimal(order.qty_base)
         self._exact[client_order_id] = exact
-        self._push(self.costs.latency.arrival_ns(self.now_ns), _ARRIVAL, order)
+        self._seq += 1
+        heapq.heappush(self._heap, (self._arrival_ns(self.now_ns), _ARRIVAL, self._seq, order))
         return client_order_id
 
     def cancel(self, client_order_id: str) -> bool:
         """Request a cancel; it arrives after the latency."""
         if client_order_id not in self.open:
             return False
-        self._push(self.costs.latency.arrival_ns(self.now_ns), _CANCEL, client_order_id)
+        self._seq += 1
+        heapq.heappush(
+            self._heap, (self._arrival_ns(self.now_ns), _CANCEL, self._seq, client_order_id)
+        )
         return True
 
     def set_timer(self, ts_ns: int, name: str, every_ns: int) -> None:
@@ -657,21 +775,37 @@ class Engine:
     def _drain(self, upto_ns: int, strict: bool = False) -> None:
         """Run engine time events with time ≤ ``upto_ns`` (< when ``strict``)."""
         heap = self._heap
-        while heap and (heap[0][0] < upto_ns or (not strict and heap[0][0] == upto_ns)):
-            ts, cls, _, payload = heapq.heappop(heap)
+        pop = heapq.heappop
+        while heap:
+            top = heap[0][0]
+            if top > upto_ns or (strict and top == upto_ns):
+                break
+            ts, cls, _, payload = pop(heap)
             if ts > self.now_ns:
                 self.now_ns = ts
-            if self._chunk is not None:
-                self._pos = max(self._pos, int(np.searchsorted(self._ts, ts, "left")))
-            if self._ended and cls in (_EQUITY, _TIMER):
-                continue  # after on_end: only orders and cancels still arrive
-            if cls == _EQUITY:
-                self._sample(ts)
-                self._push(ts + self.equity_every_ns, _EQUITY, None)
-            elif cls == _ARRIVAL:
+            chunk = self._chunk
+            if chunk is not None:
+                # _pos = max(_pos, first position of the chunk at or after ts)
+                tl = self._ts_list
+                if tl is not None:
+                    pos = self._pos
+                    if pos < len(tl) and tl[pos] < ts:  # else that position is <= pos
+                        self._pos = bisect.bisect_left(tl, ts, pos)
+                else:
+                    if ts != self._ss_ts or self._ss_chunk is not chunk:
+                        self._ss_ts, self._ss_chunk = ts, chunk
+                        self._ss_pos = int(np.searchsorted(self._ts, ts, "left"))
+                    if self._ss_pos > self._pos:
+                        self._pos = self._ss_pos
+            if cls == _ARRIVAL:
                 self._arrive(payload)
             elif cls == _CANCEL:
                 self._cancel_arrives(payload)
+            elif self._ended:
+                continue  # after on_end: only orders and cancels still arrive
+            elif cls == _EQUITY:
+                self._sample(ts)
+                self._push(ts + self.equity_every_ns, _EQUITY, None)
             else:
                 name, every = payload
                 if every:
@@ -693,33 +827,49 @@ class Engine:
         self.strategy.on_reject(self.ctx, order, reason)
 
     def _arrive(self, order: Order) -> None:
-        if order.client_order_id not in self.open:
+        cid = order.client_order_id
+        if cid not in self.open:
             return  # cancelled before arrival
-        q = self.quote(order.symbol)
-        ref = order.price if order.type is OrderType.LIMIT else q.last_price
-        if order.type is OrderType.STOP_MARKET:
+        symbol = order.symbol
+        q = self.quote(symbol)
+        otype = order.type
+        if otype is OrderType.LIMIT:
+            ref = order.price
+        elif otype is OrderType.STOP_MARKET:
             ref = order.stop_price
-        exact = self._exact.get(order.client_order_id)
+        else:
+            ref = q.last_price
+        exact = self._exact.get(cid)
         reason = check_arrival(order, self.account, ref, exact)
         if reason is not None:
             self._reject(order, reason)
             return
         self._seq += 1
         w = WorkingOrder(order, self.now_ns, order.qty_base, self._seq, exact)
-        res = self.fill_model.on_arrival(w, q, self.costs.slippage)
+        res = self.fill_model.on_arrival(w, q, self._slippage)
         if res.reject_reason is not None:
             self._reject(order, res.reject_reason)
             return
-        self._working[order.client_order_id] = w
-        fills = [f for ex in res.executions if (f := self._execute(w, ex)) is not None]
-        if order.client_order_id in self._working:
+        working = self._working
+        working[cid] = w
+        fills = None
+        if res.executions:
+            fills = [f for ex in res.executions if (f := self._execute(w, ex)) is not None]
+        if cid in working:
             if res.rests and w.remaining_base > 0:
-                self._books.setdefault(order.symbol, []).append(w)
-                self._bands.pop(order.symbol, None)
-                self._update_hot(order.symbol)
+                book = self._books.get(symbol)
+                if book is None:
+                    book = self._books[symbol] = []
+                book.append(w)
+                band = self._bands.get(symbol)
+                if band is not None:  # widen the band by this order (see _reaches)
+                    self._bands[symbol] = _band_with(band, order)
+                if len(book) == 1:  # the hot set depends on whether the book is empty
+                    self._update_hot(symbol)
             else:
                 self._done(w)
-        self._notify(fills)
+        if fills:
+            self._notify(fills)
 
     def _cancel_arrives(self, cid: str) -> None:
         w = self._working.get(cid)
@@ -729,15 +879,20 @@ class Engine:
             self.open.pop(cid, None)  # still in flight: it will be dropped on arrival
 
     def _done(self, w: WorkingOrder) -> None:
-        cid = w.order.client_order_id
+        o = w.order
+        cid = o.client_order_id
         self._working.pop(cid, None)
         self.open.pop(cid, None)
-        book = self._books.get(w.order.symbol)
-        self._bands.pop(w.order.symbol, None)
-        if book and w in book:
-            book.remove(w)
-            if not book:
-                self._update_hot(w.order.symbol)
+        sym = o.symbol
+        book = self._books.get(sym)
+        self._bands.pop(sym, None)
+        if book:
+            for i, x in enumerate(book):
+                if x is w:  # identity: a working order is one object (no field compare)
+                    del book[i]
+                    if not book:
+                        self._update_hot(sym)
+                    break
 
     def _execute(self, w: WorkingOrder, ex: Execution) -> Fill | None:
         """Book one execution of ``w`` (the pure step's result) on the account."""
@@ -752,7 +907,7 @@ class Engine:
             qty_dec = _to_lot(min(ex.qty_base, w.remaining_base), inst.lot_size)
             if rem is not None and qty_dec > rem:
                 qty_dec = rem
-        pos = self.account.position(o.symbol, o.position_side).qty_base
+        pos = self.account.position_qty(o.symbol, o.position_side)
         red = reducible_qty(o, pos, self._hedge)
         if red is None and inst.kind is InstrumentKind.SPOT and o.side is Side.SELL:
             red = max(pos, Decimal(0))  # a spot leg sells only what it holds
@@ -771,7 +926,7 @@ class Engine:
         fee = self.costs.fees.fee_usd(o.symbol, inst.kind, qty_dec * price, ex.liquidity)
         ref = Decimal(repr(ex.ref_price))
         slip = (o.side.sign * (price - ref) * qty_dec).quantize(_Q8, ROUND_HALF_EVEN) + 0
-        fill = Fill(
+        fill = _make_fill(
             o.client_order_id,
             o.venue,
             o.symbol,
@@ -801,10 +956,12 @@ class Engine:
     def _position_changed(self, symbol: str) -> None:
         a = self.account
         if self.instruments[symbol].kind is InstrumentKind.PERP and self._hedge:
-            sides = (PositionSide.LONG, PositionSide.SHORT)
+            has = (
+                a.position_qty(symbol, PositionSide.LONG) != 0
+                or a.position_qty(symbol, PositionSide.SHORT) != 0
+            )
         else:
-            sides = (PositionSide.BOTH,)
-        has = any(a.position(symbol, s).qty_base != 0 for s in sides)
+            has = a.position_qty(symbol, PositionSide.BOTH) != 0
         if has != (symbol in self._has_pos):
             if has:
                 self._has_pos.add(symbol)
@@ -825,7 +982,7 @@ class Engine:
         for i in self._streams_of.get(symbol, ()):
             info = self._infos[i]
             h = bool(
-                self._base_hot[i]
+                self._base_hot_l[i]
                 or (orders and (info.price or info.book or info.match))
                 or (pos and info.mark)
             )
@@ -834,11 +991,23 @@ class Engine:
                 or (orders and info.match)
                 or (pos and info.mark and info.traded)
             )
-            if h != self._hot[i]:
+            if h != self._hot_l[i]:
                 if h:
                     self._catch_up(symbol)  # state of the now-hot stream up to here
                 self._hot[i] = h
+                self._hot_l[i] = h
+                self._set_cold(symbol)
                 self._dirty = True
+
+    def _set_cold(self, symbol: str) -> None:
+        """The symbol's cold streams that carry prices, book tops or marks, in stream
+        order: what :meth:`_catch_up` reads (kept in step with ``_hot``)."""
+        self._cold[symbol] = tuple(
+            i
+            for i in self._streams_of.get(symbol, ())
+            if not self._hot_l[i]
+            and (self._infos[i].price or self._infos[i].book or self._infos[i].mark)
+        )
 
     def _last_row(self, i: int) -> tuple[dict[str, Any], int] | None:
         """Values and global sequence number of stream ``i``'s last row before now."""
@@ -852,12 +1021,8 @@ class Engine:
 
     def _catch_up(self, symbol: str) -> None:
         """Bring the symbol's quote and mark up to date from its cold streams."""
-        for i in self._streams_of.get(symbol, ()):
-            if self._hot[i]:
-                continue
+        for i in self._cold.get(symbol, ()):
             info = self._infos[i]
-            if not (info.price or info.book or info.mark):
-                continue
             got = self._last_row(i)
             if got is None or got[1] <= self._seen[i]:
                 continue
@@ -933,7 +1098,7 @@ class Engine:
         else:
             return True
         band = self._bands.get(info.symbol)
-        if band is None:
+        if band is None:  # as _band_with over the book, inline
             lo, hi = -math.inf, math.inf
             for w in book:
                 o = w.order
@@ -1007,6 +1172,7 @@ class Engine:
             self._sid = ch.stream
             n = len(ch)
             ts_list: list[int] | None = None
+            self._ts_list = None
             lists: list[dict[str, list] | None] = [None] * len(infos)
             events: list[list | None] = [None] * len(infos)
             base = self._base
@@ -1021,7 +1187,7 @@ class Engine:
                 if hot_idx.size:
                     hot_idx += pos
                     if ts_list is None:
-                        ts_list = ch.ts_ns.tolist()
+                        ts_list = self._ts_list = ch.ts_ns.tolist()
                     sids = ch.stream[hot_idx].tolist()
                     rws = rows[hot_idx].tolist()
                     for p, s, r in zip(hot_idx.tolist(), sids, rws, strict=True):
@@ -1114,46 +1280,33 @@ class Engine:
 
     def _result(self) -> EngineResult:
         def dec(xs: Iterable[Decimal]) -> pa.Array:
+            vals = list(xs)
+            try:  # exact when every value has at most 18 decimals (the usual case)
+                return pa.array(vals, DEC_TYPE)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                pass
             # 38 significant digits, as decimal128(38, 18): quantities ≥ 1e10 need more
             # than the default 28 to be quantized to 1e-18
             with localcontext() as c:
                 c.prec = 38
-                return pa.array([x.quantize(_Q18) for x in xs], DEC_TYPE)
+                return pa.array([x.quantize(_Q18) for x in vals], DEC_TYPE)
 
         f = self._fills
         fills = pa.table(
             {
-                "ts_ns": pa.array([x.ts_ns for x in f], pa.int64()),
-                "client_order_id": pa.array([x.client_order_id for x in f], pa.string()),
-                "strategy_id": pa.array([x.strategy_id for x in f], pa.string()),
-                "venue": pa.array([x.venue for x in f], pa.string()),
-                "symbol": pa.array([x.symbol for x in f], pa.string()),
-                "side": pa.array([str(x.side) for x in f], pa.string()),
-                "position_side": pa.array([str(x.position_side) for x in f], pa.string()),
-                "qty_base": dec(x.qty_base for x in f),
-                "price": dec(x.price for x in f),
-                "fee_usd": dec(x.fee_usd for x in f),
-                "slippage_usd": dec(x.slippage_usd for x in f),
-                "liquidity": pa.array([str(x.liquidity) for x in f], pa.string()),
-                "label": pa.array([x.label for x in f], pa.string()),
-            }
-        )
-        o = self._orders
-        orders = pa.table(
-            {
-                "ts_ns": pa.array([x.ts_ns for x in o], pa.int64()),
-                "client_order_id": pa.array([x.client_order_id for x in o], pa.string()),
-                "strategy_id": pa.array([x.strategy_id for x in o], pa.string()),
-                "symbol": pa.array([x.symbol for x in o], pa.string()),
-                "side": pa.array([str(x.side) for x in o], pa.string()),
-                "type": pa.array([str(x.type) for x in o], pa.string()),
-                "qty_base": pa.array([x.qty_base for x in o], pa.float64()),
-                "price": pa.array([x.price for x in o], pa.float64()),
-                "stop_price": pa.array([x.stop_price for x in o], pa.float64()),
-                "tif": pa.array([str(x.tif) for x in o], pa.string()),
-                "reduce_only": pa.array([x.reduce_only for x in o], pa.bool_()),
-                "position_side": pa.array([str(x.position_side) for x in o], pa.string()),
-                "label": pa.array([x.label for x in o], pa.string()),
+                "ts_ns": _col(f, "ts_ns", pa.int64()),
+                "client_order_id": _col(f, "client_order_id", pa.string()),
+                "strategy_id": _col(f, "strategy_id", pa.string()),
+                "venue": _col(f, "venue", pa.string()),
+                "symbol": _col(f, "symbol", pa.string()),
+                "side": _enum_col(f, "side"),
+                "position_side": _enum_col(f, "position_side"),
+                "qty_base": dec(map(operator.attrgetter("qty_base"), f)),
+                "price": dec(map(operator.attrgetter("price"), f)),
+                "fee_usd": dec(map(operator.attrgetter("fee_usd"), f)),
+                "slippage_usd": dec(map(operator.attrgetter("slippage_usd"), f)),
+                "liquidity": _enum_col(f, "liquidity"),
+                "label": _col(f, "label", pa.string()),
             }
         )
         eq = self._equity
@@ -1185,7 +1338,6 @@ class Engine:
         )
         return EngineResult(
             fills,
-            orders,
             equity,
             funding,
             rejections,
@@ -1193,6 +1345,7 @@ class Engine:
             self._events,
             self._dispatched,
             self.account,
+            order_list=self._orders,
         )
 
 

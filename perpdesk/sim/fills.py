@@ -121,6 +121,11 @@ class FillModel(Protocol):
         ...
 
 
+_RESTS = ArrivalResult(rests=True)
+"""The result "no execution now, the order rests" (immutable: one shared instance)."""
+_NOTHING = ArrivalResult()
+
+
 def _slipped(slip: SlippageModel, side: Side, ref: float, qty: float, top_qty: float) -> Execution:
     return Execution(qty, slip.price(side, ref, qty, top_qty), Liquidity.TAKER, ref)
 
@@ -155,7 +160,7 @@ class BarFillModel:
         if o.type is OrderType.STOP_MARKET:
             if not math.isnan(px) and _stop_triggered(o.side, o.stop_price, px):
                 return ArrivalResult(reject_reason="stop would trigger immediately")
-            return ArrivalResult(rests=True)
+            return _RESTS
         marketable = not math.isnan(px) and (px <= o.price if o.side is Side.BUY else px >= o.price)
         if marketable:
             if o.tif is TimeInForce.POST_ONLY:
@@ -164,8 +169,8 @@ class BarFillModel:
             fill_px = min(fill_px, o.price) if o.side is Side.BUY else max(fill_px, o.price)
             return ArrivalResult((Execution(w.remaining_base, fill_px, Liquidity.TAKER, px),))
         if o.tif is TimeInForce.IOC:
-            return ArrivalResult()
-        return ArrivalResult(rests=True)
+            return _NOTHING
+        return _RESTS
 
     def on_bar(
         self, orders: list[WorkingOrder], bar: Bar, q: Quote, slip: SlippageModel

@@ -32,6 +32,7 @@ the rows it dispatches into domain events with :func:`make_event`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -67,6 +68,46 @@ from perpdesk.domain import (
     spot_symbol,
 )
 from perpdesk.errors import CatalogError
+
+
+def fast_constructor(cls: type) -> Callable[..., Any]:
+    """A constructor of the frozen, slotted dataclass ``cls`` taking every field
+    positionally, that fills the slots directly and then runs ``__post_init__`` (if any):
+    the same object as ``cls(*fields)``, about twice as fast (a frozen dataclass's
+    ``__init__`` goes through ``object.__setattr__`` per field). Returns ``cls`` itself
+    for any other kind of class (defaults are not applied: pass every field)."""
+    try:
+        fs = dataclasses.fields(cls)
+    except TypeError:
+        return cls
+    params = cls.__dataclass_params__  # type: ignore[attr-defined]
+    names = tuple(f.name for f in fs)
+    init = cls.__dict__.get("__init__")
+    if (
+        not params.frozen
+        or not params.init
+        or init is None
+        or getattr(getattr(init, "__code__", None), "co_filename", "") != "<string>"
+        or tuple(cls.__dict__.get("__slots__", ())) != names
+        or any(not f.init for f in fs)
+        or not names
+    ):
+        return cls
+    ns: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make({', '.join(f'a{i}' for i in range(len(names)))}):", "    o = _new(_cls)"]
+    for i, n in enumerate(names):
+        ns[f"_s{i}"] = cls.__dict__[n].__set__
+        lines.append(f"    _s{i}(o, a{i})")
+    post = getattr(cls, "__post_init__", None)
+    if post is not None:
+        ns["_post"] = post
+        lines.append("    _post(o)")
+    lines.append("    return o")
+    exec("\n".join(lines), ns)
+    return ns["make"]
+
+
+_new_bar = fast_constructor(Bar)
 
 # kind names and their tie-break priority (0 is reserved for engine events)
 BAR, MARK, BOOK, TRADE, OI, FUNDING = "bar", "mark", "book", "trade", "open_interest", "funding"
@@ -281,6 +322,12 @@ def _replay_spec(dataset: str, cols: list[str]) -> DatasetSpec:
     )
 
 
+_DUCKDB_MIN_FILES = 32
+"""Fewest files one DuckDB query reads: opening a connection costs ~10-30 ms, about what
+pyarrow needs for 10-30 small files one by one (measured on 15m bars, 2026-11-23), so
+smaller rounds are left to the streams' own pyarrow reads."""
+
+
 def _read_round(jobs: Sequence[Job]) -> list[tuple[pa.Table, list[int]] | None]:
     """Groups of many streams: one DuckDB query per column set; per group its rows,
     validated (:func:`validate_table` over the group), and the per-file row counts, or
@@ -290,7 +337,10 @@ def _read_round(jobs: Sequence[Job]) -> list[tuple[pa.Table, list[int]] | None]:
     for j, (_, cols, _) in enumerate(jobs):
         by_cols.setdefault(tuple(cols), []).append(j)
     for cols, js in by_cols.items():
-        got = _read_duckdb([p for j in js for p in jobs[j][0]], list(cols))
+        paths = [p for j in js for p in jobs[j][0]]
+        if len(paths) < _DUCKDB_MIN_FILES:
+            continue  # a few files: pyarrow reads them faster than a DuckDB connection opens
+        got = _read_duckdb(paths, list(cols))
         if got is None:
             continue
         t, counts = got
@@ -820,7 +870,7 @@ def events_maker(spec: StreamSpec) -> Callable[[dict[str, np.ndarray]], list]:
             n = c["_ev"].size
             return list(
                 map(
-                    Bar,
+                    _new_bar,
                     const(venue, n),
                     const(sym, n),
                     c["ts_ns"].tolist(),

@@ -35,7 +35,11 @@ Per bar, in the issue's order (at the close of bar i−1, for bar i):
    range-bound market lost money);
 6. **trailing up** — UPTREND/BREAKOUT_UP with ER above the activation: when the close is above
    the top of the grid (centre + L × spacing) the anchor moves up by half the gap
-   (:func:`trail_shift`) and the grid regenerates;
+   (:func:`trail_shift`) and the grid regenerates; after the regeneration the shift buys one
+   level at market (:meth:`GridStrategyV4._trail_entry`, taker, ``BUY_OPEN_LONG``, within the
+   25 % reserve, not stacked on a long lot within half a spacing of the close) whose
+   take-profit sells it a spacing higher — without it a smooth trend never pulls back to the
+   long levels and a trailing grid holds nothing while the price climbs;
 7. **VaR gate** — :func:`var_blocks` on the worst one-sided exposure: |net position| plus a
    fully filled side of the target grid (L × order notional);
 8. **grid** — the geometry (spacing :func:`grid_spacing`, centre = the Avellaneda–Stoikov
@@ -233,6 +237,7 @@ class GridCounters:
     """Running → halted transitions of the circuit breaker."""
     halted_bars: int = 0
     trailing_shifts: int = 0
+    trailing_entries: int = 0
     var_blocks: int = 0
     """Unblocked → blocked transitions of the VaR gate (after warm-up)."""
     var_blocked_bars: int = 0
@@ -254,9 +259,22 @@ class _Lot:
     funding_usd: float = 0.0
     tp_cid: str | None = None
     exiting: bool = False
+    # the last OpenFill built (pruning asks every bar): reused while it holds these very values
+    _of: OpenFill | None = field(default=None, compare=False, repr=False)
 
     def as_open_fill(self) -> OpenFill:
-        return OpenFill(self.side, self.qty, self.price, self.ts_ns, self.funding_usd)
+        of = self._of
+        if (
+            of is not None
+            and of.qty_base is self.qty
+            and of.funding_usd is self.funding_usd
+            and of.price is self.price
+            and of.side is self.side
+            and of.ts_ns is self.ts_ns
+        ):
+            return of
+        of = self._of = OpenFill(self.side, self.qty, self.price, self.ts_ns, self.funding_usd)
+        return of
 
 
 @dataclass(slots=True)
@@ -396,10 +414,9 @@ class GridStrategyV4(Strategy):
         lot: _Lot | None = None,
     ) -> str:
         oside = _OPEN_SIDE[side] if opening else _CLOSE_SIDE[side]
-        cid = ctx.limit(
-            self.symbol, oside, qty, price, position_side=_PSIDE[side], label=str(label)
-        )
-        self.orders[cid] = _Ord(kind, side, qty, price, lot, label=str(label))
+        lab = str(label)
+        cid = ctx.limit(self.symbol, oside, qty, price, position_side=_PSIDE[side], label=lab)
+        self.orders[cid] = _Ord(kind, side, qty, price, lot, label=lab)
         return cid
 
     def _send_market_close(
@@ -426,6 +443,45 @@ class GridStrategyV4(Strategy):
             q,
             position_side=_PSIDE[side],
             label=str(label),
+            client_order_id=cid,
+        )
+
+    def _trail_entry(self, ctx: Context, close: float) -> None:
+        """A trailing shift buys one level at market (taker, ``BUY_OPEN_LONG``): the grid
+        holds inventory while it climbs instead of waiting below the price for a pullback that a
+        smooth trend does not make. The lot gets its take-profit one spacing above and the
+        side's stops like any opening fill. Skipped when longs may not open, when a long lot
+        already sits within half a spacing of the close (no stacking), or when the level would
+        eat into the reserve (:func:`affordable_levels` on open lots plus resting opening
+        orders). perpdesk's reading of issue 7's "keeping a reserve (25 %)"; it is the
+        mechanism of the classic "trailing up" grid bots, which buy as they move the grid up."""
+        may_long, _ = opening_sides(self.regime)
+        if not may_long or self.halted or self.blocked:
+            return
+        half = 0.5 * self.spacing
+        if any(lt.side == FillSide.LONG and abs(lt.price - close) < half for lt in self.lots):
+            return
+        deployed = sum(x.qty * x.price for x in self.lots)
+        deployed += sum(
+            self.orders[c].qty * self.orders[c].price for c in self.open_cids if c in self.orders
+        )
+        if affordable_levels(self.capital, deployed, self.p.order_frac, self.p.reserve_frac, 1) < 1:
+            return
+        q = self._qty(self.capital * self.p.order_frac / close)
+        if q <= 0:
+            return
+        self.counters.trailing_entries += 1
+        label = str(_OPEN_LABEL[FillSide.LONG])
+        # registered before sending: a market order fills inside ctx.market (zero latency)
+        cid = f"{self.strategy_id}-grid-{self._n_ids}"
+        self._n_ids += 1
+        self.orders[cid] = _Ord("open", FillSide.LONG, q, math.nan, None, label=label)
+        ctx.market(
+            self.symbol,
+            _OPEN_SIDE[FillSide.LONG],
+            q,
+            position_side=_PSIDE[FillSide.LONG],
+            label=label,
             client_order_id=cid,
         )
 
@@ -532,6 +588,8 @@ class GridStrategyV4(Strategy):
             self._regen(ctx, close, spacing, sigma, True)
         elif changed:
             self._regen(ctx, close, spacing, sigma, False)
+        if trailed:
+            self._trail_entry(ctx, close)
 
     def _regen(
         self, ctx: Context, close: float, spacing: float, sigma: float, geometry: bool
@@ -574,30 +632,37 @@ class GridStrategyV4(Strategy):
                 continue
             n = affordable_levels(self.capital, deployed, p.order_frac, p.reserve_frac, len(levels))
             placed = 0
+            up = side == FillSide.SHORT
+            is_long = side == FillSide.LONG
+            half = 0.5 * spacing
+            tick, tick_dec, lot, lot_dec = self.tick, self._tick_dec, self.lot, self._lot_dec
             for lvl in levels:
                 if placed >= n:
                     break
-                px = self._px(lvl, up=side == FillSide.SHORT)
+                # self._px(lvl, up), inline
+                k = math.ceil(lvl / tick - 1e-9) if up else math.floor(lvl / tick + 1e-9)
+                px = round(k * tick, tick_dec)
                 # a level already holding an open fill of this side is not stacked
-                if any(lt.side == side and abs(lt.price - px) < 0.5 * spacing for lt in self.lots):
+                stacked = False
+                for lt in self.lots:
+                    if lt.side == side and abs(lt.price - px) < half:
+                        stacked = True
+                        break
+                if stacked:
                     continue
                 # never cross the market: a buy must rest below the close, a sell above
-                if (side == FillSide.LONG and px >= close) or (
-                    side == FillSide.SHORT and px <= close
-                ):
+                if (px >= close) if is_long else (up and px <= close):
                     continue
-                qty = self._qty(per_level / px)
+                # self._qty(per_level / px), inline
+                qty = round(math.floor(per_level / px / lot + 1e-9) * lot, lot_dec)
                 if qty <= 0:
                     continue
                 # an order already resting near this level (same side) stays: no churn
-                j = next(
-                    (
-                        j
-                        for j, (_, o) in enumerate(resting)
-                        if o.side == side and abs(o.price - px) <= tol
-                    ),
-                    -1,
-                )
+                j = -1
+                for i, (_, o) in enumerate(resting):
+                    if o.side == side and abs(o.price - px) <= tol:
+                        j = i
+                        break
                 if j >= 0:
                     cid, o = resting.pop(j)
                     qty, px = o.qty, o.price
@@ -870,6 +935,7 @@ class GridStrategyV4(Strategy):
             "circuit-breaker triggers": c.breaker_triggers,
             "bars halted by the breaker": c.halted_bars,
             "trailing shifts": c.trailing_shifts,
+            "trailing entries": c.trailing_entries,
             "VaR blocks": c.var_blocks,
             "bars blocked by VaR": c.var_blocked_bars,
             "grid regenerations": c.regens,
