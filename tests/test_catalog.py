@@ -375,3 +375,26 @@ def test_compaction_raising_at_each_step_leaves_readable_data(
     _assert_equals_reference(tmp_path, ref)
     d = tmp_path / "test" / "trades" / "AAAUSDT"
     assert sorted(p.name for p in d.iterdir()) == ["2024-01-01.parquet"]
+
+
+def test_cli_data_compact_folds_the_collectors_parts(tmp_path: Path) -> None:
+    """`perpdesk data compact` leaves one daily file per partition holding every row once."""
+    from typer.testing import CliRunner
+
+    from perpdesk.app.cli import app
+
+    c = Catalog(tmp_path)
+    c.append("test", "trades", "AAAUSDT", _trades([1, 2], [T0, T0 + 1]))
+    for k in range(3):  # three later flushes: part files next to the first daily file
+        c.append("test", "trades", "AAAUSDT", _trades([3 + k], [T0 + 2 + k]))
+    d = tmp_path / "test" / "trades" / "AAAUSDT"
+    assert c.pending_partitions("test", "trades", "AAAUSDT")
+    before = c.read("test", "trades", "AAAUSDT").column("trade_id").to_pylist()
+    r = CliRunner().invoke(app, ["data", "compact", "--catalog", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "1 partition(s) compacted" in " ".join(r.output.split())
+    assert sorted(p.name for p in d.iterdir()) == ["2024-01-01.parquet"]
+    assert before == [1, 2, 3, 4, 5]
+    assert c.read("test", "trades", "AAAUSDT").column("trade_id").to_pylist() == before
+    r = CliRunner().invoke(app, ["data", "compact", "--catalog", str(tmp_path)])
+    assert "0 partition(s) compacted" in " ".join(r.output.split())

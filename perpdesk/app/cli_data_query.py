@@ -167,3 +167,40 @@ def data_check(
     counts = Counter(i.kind for i in issues)
     console.print("issues: " + ", ".join(f"{k} {n:,}" for k, n in sorted(counts.items())))
     raise typer.Exit(1)
+
+
+@data_app.command("compact")
+def data_compact(
+    catalog: CatalogOpt,
+    venue: VenueOpt = None,
+    dataset: DatasetOpt = None,
+    symbols: SymbolsOpt = None,
+) -> None:
+    """Fold the tick collector's append-only part files into their daily files (what the
+    collector does at UTC midnight and at stop; run it after a crash or before a backtest of
+    the current day). Crash-safe: an interrupted compaction loses and doubles nothing, and
+    running it again finishes the job."""
+    from perpdesk.data.catalog import Catalog
+
+    cat = Catalog(catalog)
+    wanted = _symbols(symbols)
+    todo = []
+    for v in cat.venues():
+        if venue is not None and v != venue:
+            continue
+        root = cat.root / v
+        for ds in sorted(p.name for p in root.iterdir() if p.is_dir()):
+            if dataset is not None and ds != dataset:
+                continue
+            for s in cat.symbols(v, ds):
+                if (wanted is None or s in wanted) and cat.pending_partitions(v, ds, s):
+                    todo.append((v, ds, s))
+    done = 0
+    with _progress("compacting") as progress:
+        for k, (v, ds, s) in enumerate(todo):
+            progress(k, len(todo), f"{v}/{ds}/{s}")
+            rewritten = cat.compact(v, ds, s)
+            done += len(rewritten)
+            for path in rewritten:
+                console.print(f"compacted {path.relative_to(cat.root)}")
+    console.print(f"catalog {catalog}: {done} partition(s) compacted")
