@@ -846,3 +846,38 @@ def test_fast_constructor_builds_the_same_frozen_objects() -> None:
 
     assert fast_constructor(Plain) is Plain  # not frozen and slotted: the class itself
     assert fast_constructor(int) is int
+
+
+def test_submit_fast_check_agrees_with_check_order_rules() -> None:
+    """The submit hot path's check (``_passes_check``) passes exactly the orders the
+    exchange rules of ``check_order`` let through; expectations written by hand."""
+    from perpdesk.domain import OrderType
+    from perpdesk.sim.engine import _passes_check, check_order
+
+    spot = Instrument(V, SYM, InstrumentKind.SPOT, "AAA", "USDT", 0.01, 0.001)
+    L, S, B = PositionSide.LONG, PositionSide.SHORT, PositionSide.BOTH
+
+    def order(qty=0.003, price=100.01, stop=None, typ=OrderType.LIMIT, ps=L, ro=False, cid="c1"):
+        return Order(cid, V, SYM, Side.BUY, qty, typ, price, stop, reduce_only=ro, position_side=ps)
+
+    stop = dict(typ=OrderType.STOP_MARKET, price=None, stop=99.5)
+    cases = [  # (order, instrument, hedge mode, allowed)
+        (order(), PERP, True, True),
+        (order(**stop, ps=S), PERP, True, True),
+        (order(qty=0.0035), PERP, True, False),  # qty off the 0.001 lot
+        (order(price=100.005), PERP, True, False),  # price off the 0.01 tick
+        (order(**{**stop, "stop": 99.505}), PERP, True, False),  # stop price off the tick
+        (order(cid="dup"), PERP, True, False),  # duplicate client id
+        (order(ps=B), PERP, True, False),  # hedge mode needs LONG/SHORT
+        (order(ro=True), PERP, True, False),  # no reduce_only in hedge mode
+        (order(ps=B), PERP, False, True),
+        (order(ps=B, ro=True), PERP, False, True),
+        (order(ps=L), PERP, False, False),  # one-way takes BOTH only
+        (order(ps=B), spot, False, True),
+        (order(**stop, ps=B), spot, False, False),  # no stops on spot legs
+        (order(ps=L), spot, True, False),  # spot takes BOTH only
+    ]
+    for o, inst, hedge, allowed in cases:
+        ids = {"dup"}
+        assert _passes_check(o, inst, hedge, ids) is allowed, o
+        assert (check_order(o, inst, hedge_mode=hedge, known_ids=ids) is None) is allowed, o

@@ -69,6 +69,8 @@ __all__ = ["Account", "AccountError", "AccountView", "Lot", "PnlRow", "Position"
 
 ZERO = Decimal(0)
 USD_STEP = Decimal("1e-8")
+_PX_DEC: dict[float, Decimal] = {}
+"""``Decimal(repr(price))`` of positive finite float prices seen by :meth:`Account.can_open`."""
 """Funding and liquidation fees are rounded (half-even) to this USD step."""
 COST_STEP = Decimal("1e-10")
 """Cost basis / isolated margin released by a partial close is rounded to this USD step."""
@@ -852,7 +854,15 @@ class Account:
                 q = _dec(qty, f"{symbol} qty")
             except AccountError as e:
                 return str(e)
-        if price.__class__ is float and math.isfinite(price):
+        if price.__class__ is float and 0.0 < price < math.inf:
+            # Decimal(repr(price)), memoised (a grid checks the same level prices again;
+            # positive only: 0.0 and -0.0 are one key but two reprs)
+            p = _PX_DEC.get(price)
+            if p is None:
+                if len(_PX_DEC) >= 65_536:
+                    _PX_DEC.clear()
+                p = _PX_DEC[price] = Decimal(repr(price))
+        elif price.__class__ is float and math.isfinite(price):
             p = Decimal(repr(price))
         else:
             try:

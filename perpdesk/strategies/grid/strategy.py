@@ -75,7 +75,15 @@ from typing import Any
 
 import numpy as np
 
-from perpdesk.domain import Bar, Fill, FundingSettlement, Order, PositionSide, Side
+from perpdesk.domain import (
+    Bar,
+    Fill,
+    FundingSettlement,
+    Order,
+    OrderType,
+    PositionSide,
+    Side,
+)
 from perpdesk.errors import PerpdeskError
 from perpdesk.features.trend import (
     AtrStream,
@@ -128,6 +136,10 @@ KEEP_TOLERANCE_SPACINGS = 0.25
 """On a regeneration, a resting opening order within this many spacings of a target level of
 its side is kept rather than cancelled and re-placed (exchange rate limits and queue
 priority; on the engine, fewer order events). perpdesk's choice."""
+
+
+_SIDES = {int(r): opening_sides(int(r)) for r in Regime}
+"""opening_sides of each regime code, memoised (the per-bar path)."""
 
 
 class GridStrategyError(PerpdeskError):
@@ -415,7 +427,17 @@ class GridStrategyV4(Strategy):
     ) -> str:
         oside = _OPEN_SIDE[side] if opening else _CLOSE_SIDE[side]
         lab = str(label)
-        cid = ctx.limit(self.symbol, oside, qty, price, position_side=_PSIDE[side], label=lab)
+        # ctx.limit(...) without its keyword re-packing: the context's order entry point
+        # (OrderMethods._send, what every order method of every context calls)
+        cid = ctx._send(
+            self.symbol,
+            oside,
+            qty,
+            type=OrderType.LIMIT,
+            price=price,
+            position_side=_PSIDE[side],
+            label=lab,
+        )
         self.orders[cid] = _Ord(kind, side, qty, price, lot, label=lab)
         return cid
 
@@ -529,9 +551,22 @@ class GridStrategyV4(Strategy):
         # take-profits and stops of the fills this bar produced (step 3: stops)
         self._flush(ctx)
         # 1. regime of the bar that just closed
-        changed = opening_sides(reg) != opening_sides(self.regime)  # the active grids change
+        sides = _SIDES.get(reg)
+        was_sides = _SIDES.get(self.regime)
+        if sides is None or was_sides is None:
+            sides, was_sides = opening_sides(reg), opening_sides(self.regime)
+        changed = sides != was_sides  # the active grids change
         self.regime = reg
-        self._record_gross(bar.close_ts_ns, close)
+        # self._record_gross(bar.close_ts_ns, close), inline
+        self.gross_ts_ns.append(bar.close_ts_ns)
+        lots = self.lots
+        if lots:
+            g = 0
+            for lt in lots:
+                g += lt.qty
+            self.gross_usd.append(g * close)
+        else:
+            self.gross_usd.append(0.0)
         if not (a > 0.0) or math.isnan(sigma):
             return  # warm-up: no risk estimate, no grid
         # 2. circuit breaker
@@ -561,11 +596,19 @@ class GridStrategyV4(Strategy):
                 self.force_regen = trailed = True
         # 7. VaR gate on the worst one-sided exposure with a full side of the target grid
         if self.sw["var_gate"]:
-            net_usd = (self._side_qty(FillSide.LONG) - self._side_qty(FillSide.SHORT)) * close
+            # _side_qty(LONG), _side_qty(SHORT) and _equity_est's unrealised PnL in one pass
+            # over the lots (same additions in the same order as the three sums)
+            q_long = q_short = upnl = 0
+            for lt in self.lots:
+                if lt.side == FillSide.LONG:
+                    q_long += lt.qty
+                elif lt.side == FillSide.SHORT:
+                    q_short += lt.qty
+                upnl += lt.side * lt.qty * (close - lt.price)
+            net_usd = (q_long - q_short) * close
             exposure = abs(net_usd) + p.levels_per_side * p.order_frac * self.capital
-            blocked = var_blocks(
-                exposure, sigma, self._equity_est(close), p.max_drawdown_frac, p.var_z
-            )
+            equity = self.capital + self.realised_usd - self.fees_usd - self.funding_paid_usd + upnl
+            blocked = var_blocks(exposure, sigma, equity, p.max_drawdown_frac, p.var_z)
             if blocked and not self.blocked:
                 self.counters.var_blocks += 1
                 self._cancel_opening(ctx)
@@ -622,6 +665,7 @@ class GridStrategyV4(Strategy):
                 resting.append((cid, o))
         tol = KEEP_TOLERANCE_SPACINGS * spacing
         keep: list[str] = []
+        kept: set[str] = set()  # resting orders kept (not cancelled)
         deployed = sum(lt.qty * lt.price for lt in self.lots)
         per_level = self.capital * p.order_frac
         for side, ok, levels in (
@@ -636,6 +680,11 @@ class GridStrategyV4(Strategy):
             is_long = side == FillSide.LONG
             half = 0.5 * spacing
             tick, tick_dec, lot, lot_dec = self.tick, self._tick_dec, self.lot, self._lot_dec
+            # the lots do not change during the regeneration (orders sent here arrive later):
+            # this side's lot prices once; this side's resting orders in their order (the
+            # first one within the tolerance of a level is kept, as a scan of all would)
+            lot_px = [lt.price for lt in self.lots if lt.side == side]
+            mine = [(cid, o) for cid, o in resting if o.side == side]
             for lvl in levels:
                 if placed >= n:
                     break
@@ -644,8 +693,8 @@ class GridStrategyV4(Strategy):
                 px = round(k * tick, tick_dec)
                 # a level already holding an open fill of this side is not stacked
                 stacked = False
-                for lt in self.lots:
-                    if lt.side == side and abs(lt.price - px) < half:
+                for q in lot_px:
+                    if abs(q - px) < half:
                         stacked = True
                         break
                 if stacked:
@@ -659,12 +708,13 @@ class GridStrategyV4(Strategy):
                     continue
                 # an order already resting near this level (same side) stays: no churn
                 j = -1
-                for i, (_, o) in enumerate(resting):
-                    if o.side == side and abs(o.price - px) <= tol:
+                for i, (_, o) in enumerate(mine):
+                    if abs(o.price - px) <= tol:
                         j = i
                         break
                 if j >= 0:
-                    cid, o = resting.pop(j)
+                    cid, o = mine.pop(j)
+                    kept.add(cid)
                     qty, px = o.qty, o.price
                 else:
                     cid = self._send_limit(ctx, "open", side, True, qty, px, _OPEN_LABEL[side])
@@ -672,7 +722,8 @@ class GridStrategyV4(Strategy):
                 deployed += qty * px
                 placed += 1
         for cid, _ in resting:
-            self._cancel(ctx, cid)
+            if cid not in kept:
+                self._cancel(ctx, cid)
         self.open_cids = keep
 
     def _prune(self, ctx: Context, close: float, kama_v: float, sigma: float, now: int) -> None:
@@ -875,11 +926,12 @@ class GridStrategyV4(Strategy):
             spx = self._px(sp, up=up)
             if spx <= 0:
                 continue
-            cid = ctx.stop_market(
+            cid = ctx._send(  # ctx.stop_market(...), as in _send_limit
                 self.symbol,
                 _CLOSE_SIDE[side],
                 q,
-                spx,
+                type=OrderType.STOP_MARKET,
+                stop_price=spx,
                 position_side=_PSIDE[side],
                 label=str(_STOP_LABEL[side]),
             )
