@@ -215,6 +215,24 @@ def test_bad_partition_names_the_file(cat: Path) -> None:
         list(Replay(cat, [StreamSpec(V, "trades", "ZZZUSDT")]).chunks())
 
 
+def test_uncompacted_collector_parts_are_refused_then_replayed_after_compaction(
+    tmp_path: Path,
+) -> None:
+    """Rows still in the collector's part files are not in the daily files the replay reads:
+    it refuses the partition (naming it and the command) rather than skip them; after
+    `compact` every row is replayed once."""
+    c = Catalog(tmp_path)
+    c.append(V, "trades", "AAAUSDT", trades_table([T0, T0 + S], [100.0, 101.0]))
+    c.append(V, "trades", "AAAUSDT", trades_table([T0 + 2 * S], [102.0], first_id=3))
+    assert c.pending_partitions(V, "trades", "AAAUSDT")
+    spec = [StreamSpec(V, "trades", "AAAUSDT")]
+    with pytest.raises(CatalogError, match=r"uncompacted collector parts.*perpdesk data compact"):
+        list(Replay(tmp_path, spec).chunks())
+    c.compact(V, "trades", "AAAUSDT")
+    evs = list(Replay(tmp_path, spec).events())
+    assert [e.price for e in evs] == [100.0, 101.0, 102.0]
+
+
 @pytest.fixture()
 def monthly(tmp_path: Path) -> tuple[Path, list[StreamSpec]]:
     """Three symbols × 8h perp/spot bars and funding over 7 months: 21 small monthly files

@@ -467,6 +467,13 @@ class _StreamReader:
             raise CatalogError(
                 f"{cat.root / spec.venue / spec.dataset}: no partitions for '{spec.symbol}'"
             )
+        pending = cat.pending_partitions(spec.venue, spec.dataset, spec.symbol)
+        if pending:  # rows still in the collector's part files: replaying would skip them
+            raise CatalogError(
+                f"{pending[0]}: {len(pending)} partition(s) of {spec.venue}/{spec.dataset}/"
+                f"{spec.symbol} hold uncompacted collector parts; run "
+                f"`perpdesk data compact --catalog {cat.root}` first"
+            )
         self._prev_ts: int | None = None
         self._prev_key: int | None = None
         # the plan: ("big", [path]) streamed, or ("group", [paths]) read whole
