@@ -37,8 +37,10 @@ def fast(**kw) -> dict:
     return {"parse_interval_s": 0.02, "backoff_base_s": 0.01, "backoff_cap_s": 0.05} | kw
 
 
-def collect(col: TickCollector, expected: int, timeout_s: float = 8.0) -> None:
-    """Run ``col`` until it has received ``expected`` frames (or the timeout), then stop."""
+def collect(col: TickCollector, expected: int, timeout_s: float = 60.0) -> None:
+    """Run ``col`` until it has received ``expected`` frames (or the timeout: generous, as a
+    fresh clone compiles the numba scanner on first use, on a possibly loaded machine), then
+    stop."""
 
     async def main() -> None:
         task = asyncio.create_task(col.run())
