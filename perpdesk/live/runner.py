@@ -1086,10 +1086,11 @@ class Runner:
     async def decide(self, k: int) -> list[Action]:
         """The plan of cycle ``k`` (module docstring, step 2)."""
         held = self._held()
-        kill = self.ledger.kill_switch()
-        if not kill:
-            kill = self._daily_loss_kill()
-        disabled = not self.ledger.layers().get(self.cfg.layer, True)
+        state = self._risk if self._risk is not None else self._risk_state()
+        kill = state.kill_switch or self._daily_loss_kill(state)
+        if kill and not state.kill_switch:
+            state = self._risk = replace(state, kill_switch=True)
+        disabled = self.cfg.layer in state.disabled_layers
         sig = dict(await self.signals.signals(k)) if self.signals is not None else {}
         pairs = list(self.cfg.pairs)
         n = len(pairs)
@@ -1135,7 +1136,6 @@ class Runner:
                 entries.append(i)
         # entries after exits, best funding first (ties keep the configured order), each
         # sized against what the caps leave after the entries planned before it
-        state = self._risk if self._risk is not None else self._risk_state()
         for i in sorted(entries, key=lambda j: -ann[j]):
             p = pairs[i]
             qty, px_perp, px_spot = self.entry_size(p, state)
@@ -1148,13 +1148,12 @@ class Runner:
                 )
         return actions
 
-    def _daily_loss_kill(self) -> bool:
+    def _daily_loss_kill(self, st: PortfolioState) -> bool:
         """Trip the kill switch when the day's loss reached ``risk.max_daily_loss_pct`` of the
         bankroll (:func:`perpdesk.risk.safeguards.is_halted`; day = since 00:00 UTC, from the
         first equity snapshot of the day). The switch persists in the ledger (so a restart
         stays halted) and makes this cycle close every pair; ``perpdesk kill-switch off``
-        resumes. Returns whether it tripped."""
-        st = self._risk_state()
+        resumes. ``st`` is the cycle's risk state. Returns whether it tripped."""
         halted, why = is_halted(replace(st, kill_switch=False), self.limits)
         if not halted:
             return False

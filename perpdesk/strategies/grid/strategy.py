@@ -451,6 +451,20 @@ class GridStrategyV4(Strategy):
         lot: _Lot | None,
         stage: int = 0,
     ) -> None:
+        self._send_market(ctx, kind, side, False, qty, label, lot, stage)
+
+    def _send_market(
+        self,
+        ctx: Context,
+        kind: str,
+        side: FillSide,
+        opening: bool,
+        qty: float,
+        label: str,
+        lot: _Lot | None = None,
+        stage: int = 0,
+    ) -> None:
+        """A market order opening or closing ``side`` (``qty`` rounded down to the lot)."""
         q = self._qty(qty)
         if q <= 0:
             return
@@ -461,12 +475,22 @@ class GridStrategyV4(Strategy):
         self.orders[cid] = o
         ctx.market(
             self.symbol,
-            _CLOSE_SIDE[side],
+            _OPEN_SIDE[side] if opening else _CLOSE_SIDE[side],
             q,
             position_side=_PSIDE[side],
             label=str(label),
             client_order_id=cid,
         )
+
+    def _level_affordable(self) -> bool:
+        """One more opening level keeps the reserve (:func:`affordable_levels` on the entry
+        notional of the open lots plus the resting opening orders, USD)."""
+        deployed = sum(x.qty * x.price for x in self.lots)
+        deployed += sum(
+            self.orders[c].qty * self.orders[c].price for c in self.open_cids if c in self.orders
+        )
+        p = self.p
+        return affordable_levels(self.capital, deployed, p.order_frac, p.reserve_frac, 1) >= 1
 
     def _trail_entry(self, ctx: Context, close: float) -> None:
         """A trailing shift buys one level at market (taker, ``BUY_OPEN_LONG``): the grid
@@ -483,28 +507,18 @@ class GridStrategyV4(Strategy):
         half = 0.5 * self.spacing
         if any(lt.side == FillSide.LONG and abs(lt.price - close) < half for lt in self.lots):
             return
-        deployed = sum(x.qty * x.price for x in self.lots)
-        deployed += sum(
-            self.orders[c].qty * self.orders[c].price for c in self.open_cids if c in self.orders
-        )
-        if affordable_levels(self.capital, deployed, self.p.order_frac, self.p.reserve_frac, 1) < 1:
+        if not self._level_affordable():
             return
-        q = self._qty(self.capital * self.p.order_frac / close)
-        if q <= 0:
+        if self._qty(self.capital * self.p.order_frac / close) <= 0:
             return
         self.counters.trailing_entries += 1
-        label = str(_OPEN_LABEL[FillSide.LONG])
-        # registered before sending: a market order fills inside ctx.market (zero latency)
-        cid = f"{self.strategy_id}-grid-{self._n_ids}"
-        self._n_ids += 1
-        self.orders[cid] = _Ord("open", FillSide.LONG, q, math.nan, None, label=label)
-        ctx.market(
-            self.symbol,
-            _OPEN_SIDE[FillSide.LONG],
-            q,
-            position_side=_PSIDE[FillSide.LONG],
-            label=label,
-            client_order_id=cid,
+        self._send_market(
+            ctx,
+            "open",
+            FillSide.LONG,
+            True,
+            self.capital * self.p.order_frac / close,
+            _OPEN_LABEL[FillSide.LONG],
         )
 
     def _cancel(self, ctx: Context, cid: str | None) -> None:
@@ -884,11 +898,7 @@ class GridStrategyV4(Strategy):
             lt.side == FillSide.SHORT and px <= close
         ):
             return
-        deployed = sum(x.qty * x.price for x in self.lots)
-        deployed += sum(
-            self.orders[c].qty * self.orders[c].price for c in self.open_cids if c in self.orders
-        )
-        if affordable_levels(self.capital, deployed, self.p.order_frac, self.p.reserve_frac, 1) < 1:
+        if not self._level_affordable():
             return
         qty = self._qty(self.capital * self.p.order_frac / px)
         if qty > 0:
