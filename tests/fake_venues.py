@@ -1,5 +1,6 @@
-"""Loopback fakes of Bybit v5 and OKX v5 public REST, for offline tests of ccxt clients
-(the scanner and the history downloader) beside the Binance fake of tests/fake_exchange.py.
+"""Loopback fakes of Bybit v5 and OKX v5 REST, public and private, for offline tests of ccxt
+clients (the scanner, the history downloader and the live venue) beside the Binance fake of
+tests/fake_exchange.py.
 
 Each is a real HTTP server (``aiohttp.web``) on 127.0.0.1 at a free port, in a background
 thread with its own event loop. They answer the endpoints ccxt 4.5.90 calls (read from
@@ -63,29 +64,89 @@ errors as HTTP 200 with ``retCode`` 10001):
   first; ``before`` = newer than, ``after`` = older than (both exclusive); ``limit`` ≤ 100.
 - ``GET /api/v5/public/time``.
 
-Every request is logged (:attr:`requests`, :class:`tests.fake_exchange.LoggedRequest`).
+**Private (signed) REST**, as ccxt 4.5.90 calls it for USDT linear perps, checked like the
+venues check it and answered in the layout of the recorded files in ``other-venues/`` (each
+answer starts from a recorded row, loaded at test time, with the fake's state written in):
+
+- **Bybit** (``category=linear``): ``X-BAPI-API-KEY`` / ``X-BAPI-TIMESTAMP`` /
+  ``X-BAPI-RECV-WINDOW`` / ``X-BAPI-SIGN`` (hex HMAC-SHA256 of timestamp + key + recv window
+  + query or body; 10003 key, 10004 sign, 10002 a timestamp outside the recv window — such
+  a request is refused unexecuted). ``GET /v5/user/query-api`` and ``/v5/account/info``
+  (recorded: a unified account, ccxt's ``is_unified_enabled``), ``/v5/asset/coin/query-info``
+  (synthesized; ccxt's ``load_markets`` fetches currencies when keys are set); ``POST
+  /v5/order/create`` (answer: ``ws_order_response`` ids; ``orderLinkId`` checked against
+  Bybit's alphabet, unique for ever: 110072 "OrderLinkedID is duplicate"; ``qty`` on
+  ``qtyStep``, price on ``tickSize``; ``positionIdx`` 0 in one-way, 1/2 in hedge mode; 110007
+  when the margin at 10x exceeds the wallet), ``POST /v5/order/cancel`` (110001 when not
+  open), ``GET /v5/order/realtime`` (open orders; ``openOnly=1`` the closed ones) and
+  ``/v5/order/history`` (closed orders) in the ``http_get_orders_realtime`` layout, ``GET
+  /v5/execution/list`` (``http_get_executions``; the 7-day window rule, newest first,
+  ``limit`` ≤ 100, ``cursor``), ``/v5/position/list`` (``http_get_positions``; a closed
+  position stays with size 0), ``/v5/account/wallet-balance`` (``http_get_wallet_balance``,
+  UNIFIED), ``POST /v5/position/set-leverage``, ``GET /v5/account/transaction-log``
+  (funding ``SETTLEMENT`` rows, synthesized from the documented fields). Fees: the recorded
+  ``http_get_fee_rate`` of BTCUSDT (maker 0.01 %, taker 0.06 %).
+- **OKX** (``instType=SWAP``, ``tdMode=cross``, ``posSide`` net or long/short):
+  ``OK-ACCESS-KEY`` / ``-PASSPHRASE`` / ``-TIMESTAMP`` / ``-SIGN`` (base64 HMAC-SHA256 of
+  timestamp + method + path + body; 50111 key, 50105 passphrase, 50113 sign, 50102 a stale
+  timestamp; HTTP 401). ``GET /api/v5/asset/currencies`` (synthesized, as for Bybit); ``POST
+  /api/v5/trade/batch-orders`` (ccxt's default) and ``/trade/order`` (``http_place_order_response``;
+  ``sz`` in contracts on ``lotSz``, ``px`` on ``tickSz``; ``clOrdId`` letters and digits ≤ 32,
+  unique: sCode 51016 "Duplicated clOrdId" — the fake refuses any reuse; 51008 margin), ``GET
+  /api/v5/trade/order`` (51603 unknown), ``POST /trade/cancel-order`` (51400/51401/51402),
+  ``GET /trade/orders-pending`` (``http_get_orders_pending``), ``/trade/fills-history``
+  (``http_transaction_detail`` as a SWAP fill; newest first, ``begin``/``end``, ``after`` bill
+  id, ``limit`` ≤ 100), ``/account/positions`` (``http_get_positions``; ``pos`` in contracts,
+  signed in net mode), ``/account/balance`` (``http_get_account_balance``),
+  ``/account/bills-archive`` (funding bills, type 8, synthesized from the documented fields),
+  ``POST /account/set-leverage``. Fees: OKX's Lv1 swap rates (maker 0.02 %, taker 0.05 %; no
+  recording).
+
+Both run on one small matching engine (:class:`Matching`: ``set_book`` moves the quotes and
+fills resting orders they cross, ``trade`` prints a public trade that fills resting orders
+at or through it, market orders take the top, ``partial_next`` caps the next immediate fill,
+``settle_funding`` books funding on open positions; ``engine.hedge`` switches hedge mode).
+Faults are queued per route (:meth:`_Loopback.inject`, :class:`tests.fake_exchange.Fault`):
+a lost response (executed, answered after the client's timeout), a delay, a 5xx, a truncated
+body, and the venues' rate limits (:func:`bybit_rate_limited`: retCode 10006 with
+``X-Bapi-Limit-Reset-Timestamp``; :func:`okx_rate_limited`: HTTP 429, code 50011).
+
+Every request is logged (:attr:`requests`, :class:`tests.fake_exchange.LoggedRequest`; for a
+POST the JSON body's fields).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import collections
 import copy
+import hashlib
+import hmac
+import itertools
 import json
+import re
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 from aiohttp import web
 
-from tests.fake_exchange import LoggedRequest
+from tests.fake_exchange import Fault, LoggedRequest
 from tests.realdata import shared_file
 
 OTHER_VENUES = "exchange-responses/other-venues"
 CRYPTOFEED = "exchange-responses/cryptofeed"
 
 Handler = Callable[[dict[str, str]], tuple[int, Any]]
+PrivateHandler = Callable[[Any], tuple[int, Any]]
+"""A signed route: the query (GET) or the parsed JSON body (POST) → (status, payload)."""
 
 
 def other_venue(venue: str, name: str) -> Any:
@@ -200,6 +261,10 @@ class _Loopback:
         ready.set()
         self._loop.run_forever()
         self._loop.run_until_complete(runner.cleanup())
+        pending = asyncio.all_tasks(self._loop)  # handlers still sleeping in a fault
+        for task in pending:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self._loop.close()
 
     def stop(self) -> None:
@@ -223,17 +288,1306 @@ class _Loopback:
     def not_found(self, path: str) -> tuple[int, Any]:
         raise NotImplementedError
 
+    # -- private API hooks (filled by the venues) ------------------------------------------
+    private_routes: dict[tuple[str, str], PrivateHandler]
+    _faults: dict[str, collections.deque[Fault]]
+
+    def inject(self, path: str, *faults: Fault, method: str | None = None) -> None:
+        """Queue ``faults`` on ``path`` (only on requests with ``method`` when given): the
+        next requests to it get them, first in first out (see :class:`tests.fake_exchange.Fault`:
+        ``status`` answers without handling, ``delay`` handles late, ``lost_response``
+        handles at once and answers late)."""
+        key = path if method is None else f"{method} {path}"
+        with self._lock:
+            self._faults.setdefault(key, collections.deque()).extend(faults)
+
+    def check_auth(
+        self, request: web.Request, raw_query: str, body: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """None when the request is signed right, else the venue's refusal."""
+        raise NotImplementedError
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         query = dict(request.query)
+        body = ""
+        if request.method in ("POST", "PUT", "DELETE") and request.can_read_body:
+            body = await request.text()
+        parsed: Any = json.loads(body) if body else {}
+        logged = parsed[0] if isinstance(parsed, list) and len(parsed) == 1 else parsed
+        params = {**query, **logged} if isinstance(logged, dict) else dict(query)
+        faults = getattr(self, "_faults", {})
         with self._lock:
-            self.requests.append(LoggedRequest(request.method, request.path, query))
-        handler = self.routes.get(request.path)
-        if handler is None or request.method != "GET":
-            status, payload = self.not_found(request.path)
+            queue = faults.get(f"{request.method} {request.path}") or faults.get(request.path)
+            fault = queue.popleft() if queue else None
+            self.requests.append(
+                LoggedRequest(request.method, request.path, params, fault and fault.kind)
+            )
+        if fault is not None and fault.kind == "status":
+            return web.Response(
+                status=fault.status,
+                text=fault.body,
+                headers=dict(fault.headers),
+                content_type="application/json" if fault.body.startswith("{") else "text/html",
+            )
+        if fault is not None and fault.kind == "delay":
+            await asyncio.sleep(fault.delay_s)
+        headers: dict[str, str] = {}
+        private = getattr(self, "private_routes", {}).get((request.method, request.path))
+        if private is not None:
+            refused = self.check_auth(request, request.rel_url.raw_query_string, body)
+            if refused is not None:
+                status, payload, headers = refused
+            else:
+                with self._lock:
+                    status, payload = private(query if request.method == "GET" else parsed)
         else:
-            status, payload = handler(query)
+            handler = self.routes.get(request.path)
+            if handler is None or request.method != "GET":
+                status, payload = self.not_found(request.path)
+            else:
+                status, payload = handler(query)
+        text = json.dumps(payload)
+        if fault is not None and fault.kind == "lost_response":
+            await asyncio.sleep(fault.delay_s)
+        if fault is not None and fault.kind == "truncated":
+            text = text[: max(1, len(text) // 2)]
         return web.Response(
-            status=status, text=json.dumps(payload), content_type="application/json"
+            status=status, text=text, headers=headers, content_type="application/json"
+        )
+
+
+# ------------------------------------------------------------------------- private: matching
+MS_PER_DAY = 86_400_000
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _s(x: Decimal) -> str:
+    """A Decimal as the venues print numbers (plain, no exponent)."""
+    return f"{x.normalize():f}" if x == x.to_integral_value() else f"{x:f}"
+
+
+@dataclass
+class FakeOrder:
+    """One order held by a fake venue; ``qty``/``filled`` are in the venue's order units
+    (base units on Bybit, contracts on OKX); ``value`` = Σ fill qty × multiplier × price
+    (USDT), ``fee`` Σ fees paid (USDT)."""
+
+    oid: str
+    cid: str
+    symbol: str
+    side: str  # "buy" / "sell"
+    kind: str  # "limit" / "market"
+    qty: Decimal
+    price: Decimal | None
+    tif: str  # "GTC", "IOC", "PostOnly"
+    reduce_only: bool
+    pos_side: str  # "net", "long", "short"
+    created_ms: int
+    updated_ms: int
+    filled: Decimal = Decimal(0)
+    value: Decimal = Decimal(0)
+    fee: Decimal = Decimal(0)
+    status: str = "new"  # new, partially_filled, filled, cancelled, rejected
+    reject_reason: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("new", "partially_filled")
+
+
+@dataclass
+class FakePosition:
+    """A position in order units: ``qty`` signed in one-way mode (+ long), positive in hedge
+    mode (the side is the key); ``entry`` the average entry price."""
+
+    qty: Decimal = Decimal(0)
+    entry: Decimal = Decimal(0)
+    created_ms: int = 0
+    updated_ms: int = 0
+
+
+@dataclass
+class Matching:
+    """The small matching engine behind the private routes of both fakes.
+
+    - :meth:`set_book` sets the best bid/ask of a symbol; resting limit orders the new
+      quotes cross fill in full at their own price (maker).
+    - A market order fills at the opposite top (buy at the ask, sell at the bid); a limit
+      order crossing the top fills there (taker), the rest rests (IOC: expires). A market
+      remainder is cancelled. ``partial_next[symbol] = qty`` caps the next immediate fill.
+    - :meth:`trade` prints a public trade: resting limits at or through its price fill, in
+      time priority, up to its quantity, at their own price (maker).
+    - Fills move the position (average entry; realised PnL on a reduction), the wallet
+      (realised PnL − fee) and the fill list; :meth:`settle_funding` books funding on every
+      open position of a symbol: amount = −qty × multiplier × mark × rate (a long pays a
+      positive rate).
+
+    ``mult`` is the base units of one order unit (1 on Bybit, ``ctVal`` on OKX)."""
+
+    maker_rate: Decimal
+    taker_rate: Decimal
+    wallet: Decimal
+    mult: Callable[[str], Decimal]
+    hedge: bool = False
+    books: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
+    partial_next: dict[str, Decimal] = field(default_factory=dict)
+    orders: dict[str, FakeOrder] = field(default_factory=dict)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    positions: dict[tuple[str, str], FakePosition] = field(default_factory=dict)
+    funding: list[dict[str, Any]] = field(default_factory=list)
+    leverage: dict[str, int] = field(default_factory=dict)
+    _oids: Any = field(default_factory=lambda: itertools.count(1))
+    _tids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def next_oid(self, fmt: Callable[[int], str]) -> str:
+        return fmt(next(self._oids))
+
+    def mark(self, symbol: str) -> Decimal:
+        """Mid of the book (the fake's mark price)."""
+        bid, ask = self.books[symbol]
+        return (bid + ask) / 2
+
+    def fee(self, notional: Decimal, maker: bool) -> Decimal:
+        rate = self.maker_rate if maker else self.taker_rate
+        return (notional * rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
+
+    def pos_key(self, o: FakeOrder) -> tuple[str, str]:
+        return (o.symbol, o.pos_side if self.hedge else "net")
+
+    def execute(self, o: FakeOrder, qty: Decimal, price: Decimal, *, maker: bool) -> None:
+        m = self.mult(o.symbol)
+        notional = qty * m * price
+        fee = self.fee(notional, maker)
+        now = _now_ms()
+        pos = self.positions.setdefault(self.pos_key(o), FakePosition(created_ms=now))
+        sign = 1 if o.side == "buy" else -1
+        if self.hedge:  # buy opens a long / closes a short
+            opening = (o.pos_side == "long") == (o.side == "buy")
+            d = qty if opening else -qty
+            held_sign = 1 if o.pos_side == "long" else -1
+        else:
+            d = sign * qty
+            held_sign = 1 if pos.qty > 0 else -1
+        realised = Decimal(0)
+        cur = pos.qty
+        if cur == 0 or (cur > 0) == (d > 0):
+            pos.entry = (abs(cur) * pos.entry + qty * price) / (abs(cur) + qty)
+            pos.qty = cur + d
+        else:
+            closed = min(abs(cur), qty)
+            realised = closed * m * (price - pos.entry) * held_sign
+            pos.qty = cur + d
+            if pos.qty == 0:
+                pos.entry = Decimal(0)
+            elif (pos.qty > 0) != (cur > 0):
+                pos.entry = price
+        pos.updated_ms = now
+        self.wallet += realised - fee
+        o.filled += qty
+        o.value += notional
+        o.fee += fee
+        o.status = "filled" if o.filled >= o.qty else "partially_filled"
+        o.updated_ms = now
+        self.fills.append(
+            {
+                "trade_id": str(next(self._tids)),
+                "oid": o.oid,
+                "cid": o.cid,
+                "symbol": o.symbol,
+                "side": o.side,
+                "pos_side": o.pos_side,
+                "qty": qty,
+                "price": price,
+                "fee": fee,
+                "maker": maker,
+                "pnl": realised,
+                "ts": now,
+                "order_qty": o.qty,
+                "order_price": o.price,
+                "order_kind": o.kind,
+                "leaves": o.qty - o.filled,
+            }
+        )
+
+    def match_new(self, o: FakeOrder) -> None:
+        """Match an incoming order against the top of the book."""
+        bid, ask = self.books[o.symbol]
+        top = ask if o.side == "buy" else bid
+        crosses = o.kind == "market" or (
+            o.price is not None and (o.price >= ask if o.side == "buy" else o.price <= bid)
+        )
+        if crosses and o.tif == "PostOnly":
+            o.status, o.reject_reason = "cancelled", "EC_PostOnlyWillTakeLiquidity"
+            return
+        if crosses:
+            cap = self.partial_next.pop(o.symbol, None)
+            qty = o.qty if cap is None else min(o.qty, cap)
+            self.execute(o, qty, top, maker=False)
+        if o.is_open and (o.kind == "market" or o.tif == "IOC"):
+            o.status = "cancelled"
+            o.updated_ms = _now_ms()
+
+    def resting(self, symbol: str) -> list[FakeOrder]:
+        return [
+            o
+            for o in self.orders.values()
+            if o.symbol == symbol and o.is_open and o.kind == "limit"
+        ]
+
+    def set_book(self, symbol: str, bid: str, ask: str) -> None:
+        b, a = Decimal(bid), Decimal(ask)
+        self.books[symbol] = (b, a)
+        for o in self.resting(symbol):
+            assert o.price is not None
+            if (o.side == "buy" and o.price >= a) or (o.side == "sell" and o.price <= b):
+                self.execute(o, o.qty - o.filled, o.price, maker=True)
+
+    def trade(self, symbol: str, price: str, qty: str) -> None:
+        px, left = Decimal(price), Decimal(qty)
+        for o in self.resting(symbol):
+            assert o.price is not None
+            if left <= 0:
+                break
+            if (o.side == "buy" and o.price >= px) or (o.side == "sell" and o.price <= px):
+                q = min(left, o.qty - o.filled)
+                self.execute(o, q, o.price, maker=True)
+                left -= q
+
+    def upnl(self, symbol: str | None = None) -> Decimal:
+        out = Decimal(0)
+        for (sym, ps), p in self.positions.items():
+            if p.qty == 0 or (symbol is not None and sym != symbol):
+                continue
+            sign = -1 if ps == "short" else 1
+            out += sign * p.qty * self.mult(sym) * (self.mark(sym) - p.entry)
+        return out
+
+    def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
+        """Book funding on every open position of ``symbol``; the amounts (+ received)."""
+        r, mk = Decimal(rate), Decimal(mark)
+        out = []
+        for (sym, ps), p in self.positions.items():
+            if sym != symbol or p.qty == 0:
+                continue
+            signed = -p.qty if ps == "short" else p.qty
+            amount = -(signed * self.mult(sym) * mk * r)
+            self.wallet += amount
+            out.append(amount)
+            self.funding.append(
+                {
+                    "id": str(next(self._tids)),
+                    "symbol": sym,
+                    "pos_side": ps,
+                    "qty": p.qty,
+                    "signed": signed,
+                    "mark": mk,
+                    "rate": r,
+                    "amount": amount,
+                    "ts": ts_ms,
+                    "wallet": self.wallet,
+                }
+            )
+        return out
+
+
+def _hmac(secret: str, payload: str) -> bytes:
+    return hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()
+
+
+BYBIT_LINK_ID = re.compile(r"^[A-Za-z0-9_-]{1,36}$")
+"""Bybit ``orderLinkId``: at most 36 of letters, digits, ``-`` and ``_`` (v5 *Place Order*)."""
+BYBIT_RECV_SLACK_MS = 1000
+BYBIT_STATUS = {
+    "new": "New",
+    "partially_filled": "PartiallyFilled",
+    "filled": "Filled",
+    "cancelled": "Cancelled",
+    "rejected": "Rejected",
+}
+
+
+def bybit_rate_limited(reset_at_ms: int) -> Fault:
+    """Bybit's per-UID rate limit: HTTP 200, ``retCode`` 10006 "Too many visits!", with the
+    ``X-Bapi-Limit-*`` headers (``X-Bapi-Limit-Reset-Timestamp`` = ``reset_at_ms``, ms since
+    the epoch)."""
+    body = json.dumps(
+        {
+            "retCode": 10006,
+            "retMsg": "Too many visits!",
+            "result": {},
+            "retExtInfo": {},
+            "time": _now_ms(),
+        }
+    )
+    headers = (
+        ("X-Bapi-Limit", "10"),
+        ("X-Bapi-Limit-Status", "0"),
+        ("X-Bapi-Limit-Reset-Timestamp", str(reset_at_ms)),
+    )
+    return Fault("status", 200, body, headers)
+
+
+class _BybitPrivate:
+    """Bybit v5 private REST (see :class:`FakeBybit`)."""
+
+    routes: dict[str, Handler]
+    requests: list[LoggedRequest]
+    _lock: threading.Lock
+    now_ms: int
+
+    def _ok(self, result: Any) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def _err(self, msg: str, code: int = 10001) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def instrument(self, symbol: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _init_private(self, api_key: str, api_secret: str, wallet_usdt: str) -> None:
+        self.api_key, self.api_secret = api_key, api_secret
+        self._faults: dict[str, collections.deque[Fault]] = {}
+        fees = {r["symbol"]: r for r in other_venue("bybit", "http_get_fee_rate")["result"]["list"]}
+        # the recorded fee rates of BTCUSDT: maker 0.01 %, taker 0.06 %
+        self.engine = Matching(
+            maker_rate=Decimal(fees["BTCUSDT"]["makerFeeRate"]),
+            taker_rate=Decimal(fees["BTCUSDT"]["takerFeeRate"]),
+            wallet=Decimal(wallet_usdt),
+            mult=lambda s: Decimal(1),
+        )
+        self._order_tpl = other_venue("bybit", "http_get_orders_realtime")["result"]["list"][0]
+        self._exec_tpl = other_venue("bybit", "http_get_executions")["result"]["list"][0]
+        self._pos_tpl = other_venue("bybit", "http_get_positions")["result"]["list"][0]
+        self._wallet_tpl = other_venue("bybit", "http_get_wallet_balance")["result"]["list"][0]
+        self._ack_tpl = other_venue("bybit", "ws_order_response")["data"]
+        self.private_routes = {
+            ("GET", "/v5/user/query-api"): lambda q: (
+                200,
+                other_venue("bybit", "http_get_user_query_api"),
+            ),
+            ("GET", "/v5/asset/coin/query-info"): self._coin_info,
+            ("GET", "/v5/account/info"): lambda q: (
+                200,
+                other_venue("bybit", "http_get_account_info"),
+            ),
+            ("POST", "/v5/order/create"): self._create,
+            ("POST", "/v5/order/cancel"): self._cancel,
+            ("GET", "/v5/order/realtime"): self._realtime,
+            ("GET", "/v5/order/history"): self._history,
+            ("GET", "/v5/execution/list"): self._executions,
+            ("GET", "/v5/position/list"): self._positions,
+            ("GET", "/v5/account/wallet-balance"): self._wallet,
+            ("POST", "/v5/position/set-leverage"): self._set_leverage,
+            ("GET", "/v5/account/transaction-log"): self._transaction_log,
+        }
+
+    def _coin_info(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``fetch_currencies`` (ccxt calls it in ``load_markets`` when keys are set): one
+        chain per coin of the served linear markets' quote and BTC/ETH (no recording:
+        synthesized in the v5 *Get Coin Info* layout)."""
+        rows = [
+            {
+                "name": c,
+                "coin": c,
+                "remainAmount": "1000000",
+                "chains": [
+                    {
+                        "chainType": c,
+                        "confirmation": "1",
+                        "withdrawFee": "0",
+                        "depositMin": "0",
+                        "withdrawMin": "0",
+                        "chain": c,
+                        "chainDeposit": "1",
+                        "chainWithdraw": "1",
+                        "minAccuracy": "8",
+                        "withdrawPercentageFee": "0",
+                        "contractAddress": "",
+                    }
+                ],
+            }
+            for c in ("BTC", "ETH", "USDT")
+        ]
+        return self._ok({"rows": rows})
+
+    # -- test controls ------------------------------------------------------------------
+    def set_book(self, symbol: str, bid: str, ask: str) -> None:
+        """Best bid/ask of ``symbol`` (resting orders the quotes cross fill)."""
+        with self._lock:
+            self.engine.set_book(symbol, bid, ask)
+
+    def trade(self, symbol: str, price: str, qty: str) -> None:
+        """A public trade at ``price`` of ``qty``: resting orders at or through it fill."""
+        with self._lock:
+            self.engine.trade(symbol, price, qty)
+
+    def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
+        """Funding settlement on ``symbol``'s positions; the amounts booked (+ received)."""
+        with self._lock:
+            return self.engine.settle_funding(symbol, rate, mark, ts_ms)
+
+    def orders_with_client_id(self, cid: str) -> list[FakeOrder]:
+        """Orders with ``orderLinkId`` = ``cid`` (0 or 1: ids are unique)."""
+        with self._lock:
+            return [copy.copy(o) for o in self.engine.orders.values() if o.cid == cid]
+
+    def check_auth(
+        self, request: web.Request, raw_query: str, body: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """Bybit v5 HMAC: ``X-BAPI-SIGN`` = hex HMAC-SHA256(secret, timestamp + api key +
+        recv window + (query string | JSON body)); a timestamp outside
+        [server time − recv window, server time + 1 s) is refused with 10002, unexecuted."""
+        h = request.headers
+        key, ts, rw, sig = (
+            h.get("X-BAPI-API-KEY"),
+            h.get("X-BAPI-TIMESTAMP"),
+            h.get("X-BAPI-RECV-WINDOW"),
+            h.get("X-BAPI-SIGN"),
+        )
+        if not (key and ts and rw and sig):
+            return (*self._err("Missing some parameters that must be filled in", 10001), {})
+        if key != self.api_key:
+            return (*self._err("API key is invalid.", 10003), {})
+        signed = body if request.method == "POST" else raw_query
+        if not hmac.compare_digest(_hmac(self.api_secret, ts + key + rw + signed).hex(), sig):
+            return (
+                *self._err("Error sign, please check your signature generation algorithm.", 10004),
+                {},
+            )
+        now = _now_ms()
+        if not (now - int(rw) <= int(ts) < now + BYBIT_RECV_SLACK_MS):
+            msg = (
+                "invalid request, please check your server timestamp or recv_window param. "
+                f"req_timestamp[{ts}],server_timestamp[{now}],recv_window[{rw}]"
+            )
+            return (*self._err(msg, 10002), {})
+        return None
+
+    # -- shapes -------------------------------------------------------------------------
+
+    def _order_row(self, o: FakeOrder) -> dict[str, Any]:
+        row = copy.deepcopy(self._order_tpl)
+        status = BYBIT_STATUS[o.status]
+        if o.status == "cancelled" and o.filled > 0:
+            status = "PartiallyFilledCanceled"
+        leaves = o.qty - o.filled if o.is_open else Decimal(0)
+        row.update(
+            orderId=o.oid,
+            orderLinkId=o.cid,
+            symbol=o.symbol,
+            price=_s(o.price) if o.price is not None else "0",
+            qty=_s(o.qty),
+            side="Buy" if o.side == "buy" else "Sell",
+            positionIdx={"net": 0, "long": 1, "short": 2}[o.pos_side],
+            orderStatus=status,
+            cancelType="CancelByUser" if o.status == "cancelled" else "UNKNOWN",
+            rejectReason=o.reject_reason or "EC_NoError",
+            avgPrice=_s(o.value / o.filled) if o.filled else "",
+            leavesQty=_s(leaves),
+            leavesValue=_s(leaves * (o.price or 0)),
+            cumExecQty=_s(o.filled),
+            cumExecValue=_s(o.value),
+            cumExecFee=_s(o.fee),
+            timeInForce=o.tif if o.kind == "limit" else "IOC",
+            orderType="Limit" if o.kind == "limit" else "Market",
+            reduceOnly=o.reduce_only,
+            createdTime=str(o.created_ms),
+            updatedTime=str(o.updated_ms),
+        )
+        return row
+
+    def _page(self, rows: list[Any], q: dict[str, str], default: int, cap: int) -> dict[str, Any]:
+        limit = min(int(q.get("limit", default)), cap)
+        start = int(q.get("cursor") or 0)
+        page = rows[start : start + limit]
+        more = start + limit < len(rows)
+        return {"list": page, "nextPageCursor": str(start + limit) if more else ""}
+
+    # -- routes -------------------------------------------------------------------------
+    def _create(self, b: dict[str, Any]) -> tuple[int, Any]:
+        if b.get("category") != "linear":
+            return self._err("params error: category is invalid")
+        sym = b.get("symbol")
+        try:
+            inst = self.instrument(str(sym))
+        except KeyError:
+            return self._err("params error: symbol invalid", 10001)
+        cid = str(b.get("orderLinkId") or "")
+        if cid and not BYBIT_LINK_ID.match(cid):
+            return self._err("params error: orderLinkId is invalid", 10001)
+        if cid and any(o.cid == cid for o in self.engine.orders.values()):
+            return self._err("OrderLinkedID is duplicate", 110072)
+        lot = inst["lotSizeFilter"]
+        qty = Decimal(str(b.get("qty", "0")))
+        if qty < Decimal(lot["minOrderQty"]) or qty % Decimal(lot["qtyStep"]) != 0:
+            return self._err("Qty invalid", 10001)
+        kind = str(b.get("orderType", "")).lower()
+        price = Decimal(str(b["price"])) if kind == "limit" else None
+        if price is not None and price % Decimal(inst["priceFilter"]["tickSize"]) != 0:
+            return self._err("Price invalid", 10001)
+        idx = int(b.get("positionIdx", 0))
+        if (idx != 0) != self.engine.hedge:
+            return self._err("position idx not match position mode", 10001)
+        side = str(b.get("side", "")).lower()
+        px_ref = (
+            price if price is not None else self.engine.books[str(sym)][1 if side == "buy" else 0]
+        )
+        lev = self.engine.leverage.get(str(sym), 10)
+        if qty * px_ref / lev > self.engine.wallet:
+            return self._err("ab not enough for new order", 110007)
+        now = _now_ms()
+        o = FakeOrder(
+            oid=self.engine.next_oid(lambda n: f"{n:08x}-7b52-4ca9-ac2c-37e31ac55c94"),
+            cid=cid,
+            symbol=str(sym),
+            side=side,
+            kind=kind,
+            qty=qty,
+            price=price,
+            tif=str(b.get("timeInForce", "GTC")) if kind == "limit" else "IOC",
+            reduce_only=bool(b.get("reduceOnly", False)),
+            pos_side={0: "net", 1: "long", 2: "short"}[idx],
+            created_ms=now,
+            updated_ms=now,
+        )
+        self.engine.orders[o.oid] = o
+        self.engine.match_new(o)
+        return self._ok({**self._ack_tpl, "orderId": o.oid, "orderLinkId": o.cid})
+
+    def _find(self, q: dict[str, Any]) -> FakeOrder | None:
+        for o in self.engine.orders.values():
+            if o.symbol == q.get("symbol") and (
+                o.oid == q.get("orderId") or (o.cid and o.cid == q.get("orderLinkId"))
+            ):
+                return o
+        return None
+
+    def _cancel(self, b: dict[str, Any]) -> tuple[int, Any]:
+        o = self._find(b)
+        if o is None or not o.is_open:
+            return self._err("order not exists or too late to cancel", 110001)
+        o.status, o.updated_ms = "cancelled", _now_ms()
+        return self._ok({**self._ack_tpl, "orderId": o.oid, "orderLinkId": o.cid})
+
+    def _select(self, q: dict[str, str], *, open_: bool) -> list[FakeOrder]:
+        rows = [
+            o
+            for o in self.engine.orders.values()
+            if o.is_open == open_
+            and (q.get("symbol") in (None, o.symbol))
+            and (q.get("orderId") in (None, o.oid))
+            and (q.get("orderLinkId") in (None, o.cid))
+        ]
+        return sorted(rows, key=lambda o: (o.created_ms, o.oid), reverse=True)
+
+    def _realtime(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``openOnly`` 0 (default): open orders only; 1: the recent closed ones."""
+        if q.get("category") != "linear":
+            return self._err("params error: category is invalid")
+        if not (q.get("symbol") or q.get("settleCoin") or q.get("baseCoin")):
+            return self._err("symbol or settleCoin or baseCoin is required", 10001)
+        rows = self._select(q, open_=q.get("openOnly", "0") == "0")
+        page = self._page([self._order_row(o) for o in rows], q, 20, 50)
+        return self._ok({**page, "category": "linear"})
+
+    def _history(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Closed orders (filled, cancelled, rejected), newest first."""
+        if q.get("category") != "linear":
+            return self._err("params error: category is invalid")
+        rows = self._select(q, open_=False)
+        page = self._page([self._order_row(o) for o in rows], q, 20, 50)
+        return self._ok({**page, "category": "linear"})
+
+    def _window(self, q: dict[str, str]) -> tuple[int, int] | str:
+        """Bybit's 7-day rule: neither → the last 7 days; startTime alone → 7 days from it;
+        endTime alone → 7 days up to it; both → at most 7 days apart."""
+        start, end = _int(q, "startTime"), _int(q, "endTime")
+        week = 7 * MS_PER_DAY
+        if start is None and end is None:
+            end = _now_ms()
+            return end - week, end
+        if end is None:
+            assert start is not None
+            return start, start + week
+        if start is None:
+            return end - week, end
+        if end - start > week:
+            return "The time range between startTime and endTime cannot exceed 7 days"
+        return start, end
+
+    def _executions(self, q: dict[str, str]) -> tuple[int, Any]:
+        if q.get("category") != "linear":
+            return self._err("params error: category is invalid")
+        win = self._window(q)
+        if isinstance(win, str):
+            return self._err(win)
+        lo, hi = win
+        rows: list[dict[str, Any]] = []
+        if q.get("execType", "Trade") == "Trade":
+            for f in self.engine.fills:
+                if q.get("symbol") not in (None, f["symbol"]) or not lo <= f["ts"] <= hi:
+                    continue
+                rate = self.engine.maker_rate if f["maker"] else self.engine.taker_rate
+                row = copy.deepcopy(self._exec_tpl)
+                row.update(
+                    symbol=f["symbol"],
+                    orderId=f["oid"],
+                    orderLinkId=f["cid"],
+                    side="Buy" if f["side"] == "buy" else "Sell",
+                    orderPrice=_s(f["order_price"]) if f["order_price"] is not None else "0",
+                    orderQty=_s(f["order_qty"]),
+                    leavesQty=_s(f["leaves"]),
+                    orderType="Limit" if f["order_kind"] == "limit" else "Market",
+                    execFee=_s(f["fee"]),
+                    execId=f"e0cbe81d-0f18-5866-9415-{int(f['trade_id']):012d}",
+                    execPrice=_s(f["price"]),
+                    execQty=_s(f["qty"]),
+                    execType="Trade",
+                    execValue=_s(f["qty"] * f["price"]),
+                    execTime=str(f["ts"]),
+                    isMaker=f["maker"],
+                    feeRate=_s(rate),
+                    markPrice=_s(self.engine.mark(f["symbol"])),
+                    indexPrice=_s(self.engine.mark(f["symbol"])),
+                    closedSize=_s(f["qty"]) if f["pnl"] else "0",
+                    seq=int(f["trade_id"]),
+                )
+                rows.append(row)
+        rows.sort(key=lambda r: (int(r["execTime"]), r["seq"]), reverse=True)
+        page = self._page(rows, q, 50, 100)
+        return self._ok({**page, "category": "linear"})
+
+    def _positions(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Every position the account has held (size 0 once closed, ``side`` "")."""
+        if q.get("category") != "linear":
+            return self._err("params error: category is invalid")
+        if not (q.get("symbol") or q.get("settleCoin") or q.get("baseCoin")):
+            return self._err("symbol or settleCoin or baseCoin is required", 10001)
+        rows = []
+        for (sym, ps), p in sorted(self.engine.positions.items()):
+            if q.get("symbol") not in (None, sym):
+                continue
+            mark = self.engine.mark(sym)
+            size = abs(p.qty)
+            if ps == "net":
+                side = "" if p.qty == 0 else ("Buy" if p.qty > 0 else "Sell")
+            else:
+                side = "" if p.qty == 0 else ("Buy" if ps == "long" else "Sell")
+            sign = -1 if side == "Sell" else 1
+            lev = self.engine.leverage.get(sym, 10)
+            row = copy.deepcopy(self._pos_tpl)
+            row.update(
+                positionIdx={"net": 0, "long": 1, "short": 2}[ps],
+                symbol=sym,
+                side=side,
+                size=_s(size),
+                avgPrice=_s(p.entry),
+                positionValue=_s(size * p.entry),
+                leverage=str(lev),
+                positionBalance=_s(size * p.entry / lev),
+                markPrice=_s(mark),
+                liqPrice="",
+                bustPrice="",
+                positionIM=_s(size * p.entry / lev),
+                positionMM="0",
+                takeProfit="0.00",
+                stopLoss="0.00",
+                unrealisedPnl=_s(sign * size * (mark - p.entry)),
+                createdTime=str(p.created_ms),
+                updatedTime=str(p.updated_ms),
+            )
+            rows.append(row)
+        return self._ok({"list": rows, "nextPageCursor": "", "category": "linear"})
+
+    def _wallet(self, q: dict[str, str]) -> tuple[int, Any]:
+        """The UNIFIED account: USDT ``walletBalance``, ``equity`` = wallet + unrealised PnL,
+        ``availableToWithdraw`` = equity − position IM − order IM (synthesized margin)."""
+        if q.get("accountType") != "UNIFIED":
+            return self._err("accountType only support UNIFIED.", 10001)
+        e = self.engine
+        upnl = e.upnl()
+        pos_im = sum(
+            (abs(p.qty) * p.entry / e.leverage.get(s, 10) for (s, _), p in e.positions.items()),
+            Decimal(0),
+        )
+        ord_im = sum(
+            (
+                (o.qty - o.filled) * (o.price or 0) / e.leverage.get(o.symbol, 10)
+                for o in e.orders.values()
+                if o.is_open
+            ),
+            Decimal(0),
+        )
+        equity = e.wallet + upnl
+        acct = copy.deepcopy(self._wallet_tpl)
+        usdt = next(c for c in acct["coin"] if c["coin"] == "USDT")
+        usdt.update(
+            walletBalance=_s(e.wallet),
+            equity=_s(equity),
+            usdValue=_s(equity),
+            unrealisedPnl=_s(upnl),
+            availableToWithdraw=_s(equity - pos_im - ord_im),
+            totalPositionIM=_s(pos_im),
+            totalOrderIM=_s(ord_im),
+            cumRealisedPnl="0",
+        )
+        acct.update(
+            coin=[usdt],
+            totalEquity=_s(equity),
+            totalWalletBalance=_s(e.wallet),
+            totalMarginBalance=_s(equity),
+            totalAvailableBalance=_s(equity - pos_im - ord_im),
+            totalPerpUPL=_s(upnl),
+            totalInitialMargin=_s(pos_im + ord_im),
+        )
+        return self._ok({"list": [acct]})
+
+    def _set_leverage(self, b: dict[str, Any]) -> tuple[int, Any]:
+        sym = str(b.get("symbol"))
+        lev = int(Decimal(str(b.get("buyLeverage"))))
+        if self.engine.leverage.get(sym, 10) == lev:
+            return self._err("leverage not modified", 110043)
+        self.engine.leverage[sym] = lev
+        return self._ok({})
+
+    def _transaction_log(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Funding settlements as ``SETTLEMENT`` rows (no recording: fields per the v5 docs,
+        *Get Transaction Log*: ``funding`` > 0 received, < 0 paid; ``change`` = cashFlow +
+        funding − fee); the 7-day window rule; newest first; ``limit`` ≤ 50."""
+        win = self._window(q)
+        if isinstance(win, str):
+            return self._err(win)
+        lo, hi = win
+        rows = []
+        for f in self.engine.funding:
+            if q.get("type") not in (None, "SETTLEMENT") or not lo <= f["ts"] <= hi:
+                continue
+            if q.get("category") not in (None, "linear") or q.get("currency") not in (None, "USDT"):
+                continue
+            rows.append(
+                {
+                    "id": f"592324_{f['symbol']}_{f['id']}",
+                    "symbol": f["symbol"],
+                    "category": "linear",
+                    "side": "Buy" if f["signed"] > 0 else "Sell",
+                    "transactionTime": str(f["ts"]),
+                    "type": "SETTLEMENT",
+                    "qty": _s(abs(f["qty"])),
+                    "size": _s(f["signed"]),
+                    "currency": "USDT",
+                    "tradePrice": _s(f["mark"]),
+                    "funding": _s(f["amount"]),
+                    "fee": "0",
+                    "cashFlow": "0",
+                    "change": _s(f["amount"]),
+                    "cashBalance": _s(f["wallet"]),
+                    "feeRate": _s(f["rate"]),
+                    "bonusChange": "",
+                    "tradeId": "",
+                    "orderId": "",
+                    "orderLinkId": "",
+                }
+            )
+        rows.sort(key=lambda r: int(r["transactionTime"]), reverse=True)
+        return self._ok(self._page(rows, q, 20, 50))
+
+
+OKX_CL_ORD_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
+"""OKX ``clOrdId``: letters and digits only, at most 32 (v5 *Place order*)."""
+OKX_EXPIRE_MS = 30_000
+OKX_STATE = {
+    "new": "live",
+    "partially_filled": "partially_filled",
+    "filled": "filled",
+    "cancelled": "canceled",
+    "rejected": "canceled",
+}
+
+
+def okx_rate_limited() -> Fault:
+    """OKX's rate limit: HTTP 429, ``{"code": "50011", "msg": "Too Many Requests"}`` (OKX
+    sends no ``Retry-After``)."""
+    return Fault(
+        "status", 429, json.dumps({"code": "50011", "msg": "Too Many Requests", "data": []})
+    )
+
+
+class _OKXPrivate:
+    """OKX v5 private REST (see :class:`FakeOKX`)."""
+
+    instruments: dict[str, dict[str, Any]]
+    requests: list[LoggedRequest]
+    _lock: threading.Lock
+
+    @staticmethod
+    def _ok(data: list[Any]) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _err(code: str, msg: str, status: int = 200) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def _init_private(
+        self, api_key: str, api_secret: str, passphrase: str, wallet_usdt: str
+    ) -> None:
+        self.api_key, self.api_secret, self.passphrase = api_key, api_secret, passphrase
+        self._faults: dict[str, collections.deque[Fault]] = {}
+        self.swaps = {x["instId"]: x for x in self.instruments["SWAP"]["data"]}
+        # OKX Lv1 USDT-margined swap fees (maker 0.02 %, taker 0.05 %): no recording here
+        self.engine = Matching(
+            maker_rate=Decimal("0.0002"),
+            taker_rate=Decimal("0.0005"),
+            wallet=Decimal(wallet_usdt),
+            mult=lambda s: Decimal(self.swaps[s]["ctVal"]),
+        )
+        self._order_tpl = other_venue("okx", "http_get_orders_pending")["data"][0]
+        self._ack_tpl = other_venue("okx", "http_place_order_response")
+        self._fill_tpl = other_venue("okx", "http_transaction_detail")
+        self._pos_tpl = other_venue("okx", "http_get_positions")["data"][0]
+        self._bal_tpl = other_venue("okx", "http_get_account_balance")["data"][0]
+        self.private_routes = {
+            ("POST", "/api/v5/trade/order"): lambda b: self._place([b], batch=False),
+            ("POST", "/api/v5/trade/batch-orders"): lambda b: self._place(b, batch=True),
+            ("GET", "/api/v5/trade/order"): self._get_order,
+            ("GET", "/api/v5/asset/currencies"): self._currencies,
+            ("POST", "/api/v5/trade/cancel-order"): self._cancel,
+            ("GET", "/api/v5/trade/orders-pending"): self._pending,
+            ("GET", "/api/v5/trade/fills-history"): self._fills,
+            ("GET", "/api/v5/account/positions"): self._positions,
+            ("GET", "/api/v5/account/balance"): self._balance,
+            ("GET", "/api/v5/account/bills-archive"): self._bills,
+            ("POST", "/api/v5/account/set-leverage"): self._set_leverage,
+        }
+
+    def _currencies(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``fetch_currencies`` (ccxt calls it in ``load_markets`` when keys are set): one
+        chain each for BTC, ETH, USDT (no recording: synthesized in the v5 *Get currencies*
+        layout)."""
+        return self._ok(
+            [
+                {
+                    "ccy": c,
+                    "name": c,
+                    "chain": f"{c}-{c}",
+                    "canDep": True,
+                    "canWd": True,
+                    "canInternal": True,
+                    "minDep": "0.00000001",
+                    "minWd": "0.001",
+                    "maxWd": "1000000",
+                    "wdTickSz": "8",
+                    "minFee": "0.0001",
+                    "maxFee": "0.001",
+                    "mainNet": True,
+                    "logoLink": "",
+                }
+                for c in ("BTC", "ETH", "USDT")
+            ]
+        )
+
+    @property
+    def pos_mode(self) -> str:
+        """``net_mode`` (one-way) or ``long_short_mode`` (hedge: set ``engine.hedge``)."""
+        return "long_short_mode" if self.engine.hedge else "net_mode"
+
+    # -- test controls ------------------------------------------------------------------
+    def set_book(self, inst_id: str, bid: str, ask: str) -> None:
+        """Best bid/ask of ``inst_id`` (resting orders the quotes cross fill)."""
+        with self._lock:
+            self.engine.set_book(inst_id, bid, ask)
+
+    def trade(self, inst_id: str, price: str, contracts: str) -> None:
+        """A public trade of ``contracts`` at ``price``: resting orders at or through it fill."""
+        with self._lock:
+            self.engine.trade(inst_id, price, contracts)
+
+    def settle_funding(self, inst_id: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
+        """Funding settlement on ``inst_id``'s positions; the amounts booked (+ received)."""
+        with self._lock:
+            return self.engine.settle_funding(inst_id, rate, mark, ts_ms)
+
+    def orders_with_client_id(self, cid: str) -> list[FakeOrder]:
+        """Orders with ``clOrdId`` = ``cid``."""
+        with self._lock:
+            return [copy.copy(o) for o in self.engine.orders.values() if o.cid == cid]
+
+    def check_auth(
+        self, request: web.Request, raw_query: str, body: str
+    ) -> tuple[int, Any, dict[str, str]] | None:
+        """OKX v5: ``OK-ACCESS-SIGN`` = base64 HMAC-SHA256(secret, timestamp + method +
+        request path (with ``?query``) + body); key 50111, passphrase 50105, sign 50113
+        (HTTP 401); a timestamp more than 30 s old → 50102, unexecuted."""
+        h = request.headers
+        key, ts = h.get("OK-ACCESS-KEY"), h.get("OK-ACCESS-TIMESTAMP")
+        sig, phrase = h.get("OK-ACCESS-SIGN"), h.get("OK-ACCESS-PASSPHRASE")
+        if not (key and ts and sig and phrase):
+            return (*self._err("50103", "Request header OK-ACCESS-KEY can not be empty.", 401), {})
+        if key != self.api_key:
+            return (*self._err("50111", "Invalid OK-ACCESS-KEY.", 401), {})
+        if phrase != self.passphrase:
+            return (*self._err("50105", "Invalid OK-ACCESS-PASSPHRASE.", 401), {})
+        path = request.path + (f"?{raw_query}" if raw_query else "")
+        want = base64.b64encode(_hmac(self.api_secret, ts + request.method + path + body)).decode()
+        if not hmac.compare_digest(want, sig):
+            return (*self._err("50113", "Invalid Sign.", 401), {})
+        sent = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+        if _now_ms() - int(sent.astimezone(UTC).timestamp() * 1000) > OKX_EXPIRE_MS:
+            return (*self._err("50102", "Timestamp request expired.", 401), {})
+        return None
+
+    # -- shapes -------------------------------------------------------------------------
+
+    def _order_row(self, o: FakeOrder) -> dict[str, Any]:
+        row = copy.deepcopy(self._order_tpl)
+        m = self.engine.mult(o.symbol)
+        last = next((f for f in reversed(self.engine.fills) if f["oid"] == o.oid), None)
+        row.update(
+            accFillSz=_s(o.filled),
+            avgPx=_s(o.value / (o.filled * m)) if o.filled else "",
+            cTime=str(o.created_ms),
+            clOrdId=o.cid,
+            fee=_s(-o.fee),
+            fillPx=_s(last["price"]) if last else "",
+            fillSz=_s(last["qty"]) if last else "0",
+            fillTime=str(last["ts"]) if last else "",
+            tradeId=last["trade_id"] if last else "",
+            instId=o.symbol,
+            lever=str(self.engine.leverage.get(o.symbol, 10)),
+            ordId=o.oid,
+            ordType=o.kind if o.tif != "PostOnly" else "post_only",
+            posSide=o.pos_side,
+            px=_s(o.price) if o.price is not None else "",
+            reduceOnly="true" if o.reduce_only else "false",
+            side=o.side,
+            state=OKX_STATE[o.status],
+            cancelSource="1" if o.status == "cancelled" else "",
+            sz=_s(o.qty),
+            tdMode="cross",
+            uTime=str(o.updated_ms),
+        )
+        if o.kind == "limit" and o.tif == "IOC":
+            row["ordType"] = "ioc"
+        return row
+
+    def _ack(self, o_id: str, cid: str, code: str = "0", msg: str = "") -> dict[str, Any]:
+        return {
+            **self._ack_tpl,
+            "ordId": o_id,
+            "clOrdId": cid,
+            "sCode": code,
+            "sMsg": msg,
+            "ts": str(_now_ms()),
+        }
+
+    # -- routes -------------------------------------------------------------------------
+    def _check(self, b: dict[str, Any]) -> tuple[str, str] | None:
+        inst = self.swaps.get(str(b.get("instId")))
+        if inst is None:
+            return "51001", "Instrument ID does not exist."
+        cid = str(b.get("clOrdId") or "")
+        if cid and not OKX_CL_ORD_ID.match(cid):
+            return "51000", "Parameter clOrdId error"
+        if b.get("tdMode") not in ("cross", "isolated"):
+            return "51000", "Parameter tdMode error"
+        pos_side = b.get("posSide")
+        if self.engine.hedge and pos_side not in ("long", "short"):
+            return "51000", "Parameter posSide error"
+        if not self.engine.hedge and pos_side not in (None, "net"):
+            return "51000", "Parameter posSide error"
+        if cid and any(o.cid == cid for o in self.engine.orders.values()):
+            return "51016", "Duplicated clOrdId"
+        sz = Decimal(str(b.get("sz", "0")))
+        if sz < Decimal(inst["minSz"]) or sz % Decimal(inst["lotSz"]) != 0:
+            return "51121", "Order quantity must be a multiple of the lot size."
+        if b.get("ordType") != "market":
+            px = Decimal(str(b.get("px", "0")))
+            if px <= 0 or px % Decimal(inst["tickSz"]) != 0:
+                return "51000", "Parameter px error"
+        return None
+
+    def _place(self, items: Any, *, batch: bool) -> tuple[int, Any]:
+        out, failed = [], 0
+        for b in items if isinstance(items, list) else [items]:
+            bad = self._check(b)
+            if bad is None:
+                inst_id = str(b["instId"])
+                side = str(b["side"])
+                kind = "market" if b["ordType"] == "market" else "limit"
+                price = None if kind == "market" else Decimal(str(b["px"]))
+                sz = Decimal(str(b["sz"]))
+                px_ref = (
+                    price
+                    if price is not None
+                    else self.engine.books[inst_id][1 if side == "buy" else 0]
+                )
+                lev = self.engine.leverage.get(inst_id, 10)
+                if sz * self.engine.mult(inst_id) * px_ref / lev > self.engine.wallet:
+                    bad = ("51008", "Order failed. Insufficient USDT margin in account")
+            if bad is not None:
+                failed += 1
+                out.append(self._ack("", str(b.get("clOrdId") or ""), *bad))
+                continue
+            now = _now_ms()
+            tif = {"post_only": "PostOnly", "ioc": "IOC", "fok": "IOC"}.get(b["ordType"], "GTC")
+            o = FakeOrder(
+                oid=self.engine.next_oid(lambda n: str(2497956918703120384 + n)),
+                cid=str(b.get("clOrdId") or ""),
+                symbol=inst_id,
+                side=side,
+                kind=kind,
+                qty=sz,
+                price=price,
+                tif=tif,
+                reduce_only=str(b.get("reduceOnly", "false")).lower() == "true",
+                pos_side=str(b.get("posSide") or "net"),
+                created_ms=now,
+                updated_ms=now,
+            )
+            self.engine.orders[o.oid] = o
+            self.engine.match_new(o)
+            out.append(self._ack(o.oid, o.cid))
+        if failed:
+            msg = "All operations failed" if batch and failed == len(out) else "Operation failed."
+            code = "1" if failed == len(out) else "2"
+            return 200, {"code": code, "msg": msg, "data": out, "inTime": "", "outTime": ""}
+        return self._ok(out)
+
+    def _find(self, q: dict[str, Any]) -> FakeOrder | None:
+        for o in self.engine.orders.values():
+            if o.symbol == q.get("instId") and (
+                o.oid == q.get("ordId") or (o.cid and o.cid == q.get("clOrdId"))
+            ):
+                return o
+        return None
+
+    def _get_order(self, q: dict[str, str]) -> tuple[int, Any]:
+        if q.get("instId") not in self.swaps:
+            return self._err("51001", "Instrument ID does not exist.")
+        o = self._find(q)
+        if o is None:
+            return self._err("51603", "Order does not exist")
+        return self._ok([self._order_row(o)])
+
+    def _cancel(self, b: dict[str, Any]) -> tuple[int, Any]:
+        o = self._find(b)
+        cid = str(b.get("clOrdId") or "")
+        if o is None:
+            code, msg = "51400", "Order cancellation failed as the order does not exist."
+        elif o.status == "filled":
+            code, msg = "51402", "Order cancellation failed as the order has been completed."
+        elif not o.is_open:
+            code, msg = "51401", "Order cancellation failed as the order has been canceled."
+        else:
+            o.status, o.updated_ms = "cancelled", _now_ms()
+            return self._ok([self._ack(o.oid, o.cid)])
+        ack = self._ack(o.oid if o else "", cid, code, msg)
+        return 200, {"code": "1", "msg": "Operation failed.", "data": [ack]}
+
+    def _pending(self, q: dict[str, str]) -> tuple[int, Any]:
+        rows = [
+            o
+            for o in self.engine.orders.values()
+            if o.is_open
+            and q.get("instId") in (None, o.symbol)
+            and q.get("instType") in (None, "SWAP")
+        ]
+        rows.sort(key=lambda o: (o.created_ms, o.oid), reverse=True)
+        limit = min(int(q.get("limit", OKX_MAX_LIMIT)), OKX_MAX_LIMIT)
+        return self._ok([self._order_row(o) for o in rows[:limit]])
+
+    def _fills(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Newest first; ``begin``/``end`` on ``ts`` (inclusive); ``after``/``before`` =
+        older/newer than that ``billId``; ``limit`` ≤ 100 (default 100)."""
+        if not q.get("instType"):
+            return self._err("51000", "Parameter instType error")
+        begin, end = _int(q, "begin"), _int(q, "end")
+        after, before = _int(q, "after"), _int(q, "before")
+        rows = []
+        for f in self.engine.fills:
+            bill = int(f["trade_id"]) + 600_000_000
+            if q.get("instId") not in (None, f["symbol"]) or q["instType"] != "SWAP":
+                continue
+            if (begin is not None and f["ts"] < begin) or (end is not None and f["ts"] > end):
+                continue
+            if (after is not None and bill >= after) or (before is not None and bill <= before):
+                continue
+            row = copy.deepcopy(self._fill_tpl)
+            row.update(
+                instType="SWAP",
+                instId=f["symbol"],
+                tradeId=f["trade_id"],
+                ordId=f["oid"],
+                clOrdId=f["cid"],
+                billId=str(bill),
+                tag="",
+                fillPx=_s(f["price"]),
+                fillSz=_s(f["qty"]),
+                fillIdxPx=_s(self.engine.mark(f["symbol"])),
+                fillPnl=_s(f["pnl"]),
+                side=f["side"],
+                posSide=f["pos_side"],
+                execType="M" if f["maker"] else "T",
+                feeCcy="USDT",
+                fee=_s(-f["fee"]),
+                ts=str(f["ts"]),
+                fillTime=str(f["ts"]),
+            )
+            rows.append(row)
+        rows.sort(key=lambda r: int(r["billId"]), reverse=True)
+        limit = min(int(q.get("limit", OKX_MAX_LIMIT)), OKX_MAX_LIMIT)
+        return self._ok(rows[:limit])
+
+    def _positions(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Open positions: ``pos`` in contracts, signed in net mode."""
+        rows = []
+        for (inst_id, ps), p in sorted(self.engine.positions.items()):
+            if p.qty == 0 or q.get("instId") not in (None, inst_id):
+                continue
+            if q.get("instType") not in (None, "SWAP"):
+                continue
+            m = self.engine.mult(inst_id)
+            mark = self.engine.mark(inst_id)
+            sign = -1 if (ps == "short" or p.qty < 0) else 1
+            size = abs(p.qty)
+            lev = self.engine.leverage.get(inst_id, 10)
+            notional = size * m * mark
+            row = copy.deepcopy(self._pos_tpl)
+            row.update(
+                instId=inst_id,
+                instType="SWAP",
+                mgnMode="cross",
+                posSide=ps,
+                pos=_s(p.qty),
+                baseBal="",
+                ccy="USDT",
+                posCcy="",
+                lever=str(lev),
+                last=_s(mark),
+                markPx=_s(mark),
+                idxPx=_s(mark),
+                usdPx="1",
+                liqPx="",
+                avgPx=_s(p.entry),
+                upl=_s(sign * size * m * (mark - p.entry)),
+                notionalUsd=_s(notional),
+                imr=_s(notional / lev),
+                mmr=_s(notional * Decimal("0.004")),
+                margin="",
+                availPos="",
+                quoteBal="",
+                spotInUseCcy="",
+                cTime=str(p.created_ms),
+                uTime=str(p.updated_ms),
+            )
+            rows.append(row)
+        return self._ok(rows)
+
+    def _balance(self, q: dict[str, str]) -> tuple[int, Any]:
+        """USDT: ``cashBal`` = wallet, ``eq`` = wallet + unrealised PnL, ``availEq`` = eq − IM
+        of positions and open orders (synthesized margin)."""
+        e = self.engine
+        upnl = e.upnl()
+        im = sum(
+            (
+                abs(p.qty) * e.mult(s) * e.mark(s) / e.leverage.get(s, 10)
+                for (s, _), p in e.positions.items()
+            ),
+            Decimal(0),
+        )
+        frozen = sum(
+            (
+                (o.qty - o.filled)
+                * e.mult(o.symbol)
+                * (o.price or 0)
+                / e.leverage.get(o.symbol, 10)
+                for o in e.orders.values()
+                if o.is_open
+            ),
+            Decimal(0),
+        )
+        eq = e.wallet + upnl
+        acct = copy.deepcopy(self._bal_tpl)
+        usdt = copy.deepcopy(acct["details"][0])
+        now = str(_now_ms())
+        usdt.update(
+            ccy="USDT",
+            cashBal=_s(e.wallet),
+            eq=_s(eq),
+            eqUsd=_s(eq),
+            disEq=_s(eq),
+            upl=_s(upnl),
+            isoEq="0",
+            isoUpl="0",
+            frozenBal=_s(im + frozen),
+            ordFrozen=_s(frozen),
+            imr=_s(im),
+            availBal=_s(e.wallet - im - frozen),
+            availEq=_s(eq - im - frozen),
+            uTime=now,
+        )
+        acct.update(details=[usdt], totalEq=_s(eq), isoEq="0", uTime=now)
+        return self._ok([acct])
+
+    def _bills(self, q: dict[str, str]) -> tuple[int, Any]:
+        """Funding bills (``type`` 8; no recording: fields per the v5 docs, *Get bills details
+        (last 3 months)*: ``balChg`` > 0 received; subType 173 expense, 174 income), newest
+        first; ``begin``/``end`` on ``ts``; ``after`` = older than that billId; ``limit`` ≤ 100."""
+        begin, end, after = _int(q, "begin"), _int(q, "end"), _int(q, "after")
+        rows = []
+        for f in self.engine.funding:
+            bill = int(f["id"]) + 700_000_000
+            if q.get("type") not in (None, "8") or q.get("instType") not in (None, "SWAP"):
+                continue
+            if (begin is not None and f["ts"] < begin) or (end is not None and f["ts"] > end):
+                continue
+            if after is not None and bill >= after:
+                continue
+            rows.append(
+                {
+                    "bal": _s(f["wallet"]),
+                    "balChg": _s(f["amount"]),
+                    "billId": str(bill),
+                    "ccy": "USDT",
+                    "execType": "",
+                    "fee": "0",
+                    "from": "",
+                    "instId": f["symbol"],
+                    "instType": "SWAP",
+                    "mgnMode": "cross",
+                    "notes": "",
+                    "ordId": "",
+                    "pnl": _s(f["amount"]),
+                    "posBal": "0",
+                    "posBalChg": "0",
+                    "px": _s(f["mark"]),
+                    "subType": "174" if f["amount"] > 0 else "173",
+                    "sz": _s(abs(f["qty"])),
+                    "to": "",
+                    "ts": str(f["ts"]),
+                    "type": "8",
+                }
+            )
+        rows.sort(key=lambda r: int(r["billId"]), reverse=True)
+        limit = min(int(q.get("limit", OKX_MAX_LIMIT)), OKX_MAX_LIMIT)
+        return self._ok(rows[:limit])
+
+    def _set_leverage(self, b: dict[str, Any]) -> tuple[int, Any]:
+        inst_id = str(b.get("instId"))
+        if inst_id not in self.swaps:
+            return self._err("51001", "Instrument ID does not exist.")
+        self.engine.leverage[inst_id] = int(b["lever"])
+        return self._ok(
+            [
+                {
+                    "lever": str(b["lever"]),
+                    "mgnMode": b.get("mgnMode"),
+                    "instId": inst_id,
+                    "posSide": "",
+                }
+            ]
         )
 
 
@@ -242,10 +1596,18 @@ BYBIT_CAPTURE = "BYBIT.jsonl.zst"
 BYBIT_MAX_LIMIT = 200
 
 
-class FakeBybit(_Loopback):
-    """Bybit v5 public REST (module docstring). ``now_ms`` is the server's clock."""
+class FakeBybit(_BybitPrivate, _Loopback):
+    """Bybit v5 public and private REST (module docstring). ``now_ms`` is the server's clock
+    for the public data; signed requests are checked against the wall clock."""
 
-    def __init__(self, now_ms: int) -> None:
+    def __init__(
+        self,
+        now_ms: int,
+        *,
+        api_key: str = "fake-bybit-key",
+        api_secret: str = "fake-bybit-secret",
+        wallet_usdt: str = "10000",
+    ) -> None:
         super().__init__()
         self.now_ms = now_ms
         self.instruments: dict[str, dict[str, Any]] = {
@@ -269,6 +1631,7 @@ class FakeBybit(_Loopback):
             "/v5/market/open-interest": self._open_interest,
             "/v5/market/funding/history": self._funding_history,
         }
+        self._init_private(api_key, api_secret, wallet_usdt)
 
     # -- configuration ----------------------------------------------------------------
     def linear_symbols(self) -> set[str]:
@@ -403,10 +1766,19 @@ def _okx_hype_instrument(eth: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class FakeOKX(_Loopback):
-    """OKX v5 public REST (module docstring). ``now_ms`` is the server's clock."""
+class FakeOKX(_OKXPrivate, _Loopback):
+    """OKX v5 public and private REST (module docstring). ``now_ms`` is the server's clock
+    for the public data; signed requests are checked against the wall clock."""
 
-    def __init__(self, now_ms: int) -> None:
+    def __init__(
+        self,
+        now_ms: int,
+        *,
+        api_key: str = "fake-okx-key",
+        api_secret: str = "fake-okx-secret",
+        passphrase: str = "fake-okx-passphrase",
+        wallet_usdt: str = "10000",
+    ) -> None:
         super().__init__()
         self.now_ms = now_ms
         swaps = cryptofeed_http(OKX_CAPTURE, "instType=SWAP")  # 166 real swaps, 2022-05-13
@@ -463,6 +1835,7 @@ class FakeOKX(_Loopback):
             "/api/v5/public/open-interest": self._open_interest,
             "/api/v5/public/funding-rate-history": self._funding_history,
         }
+        self._init_private(api_key, api_secret, passphrase, wallet_usdt)
 
     def _recorded_oi(self) -> dict[str, dict[str, Any]]:
         """oiUsd of the real OKX snapshot in multivenue/open_interest.parquet; oiCcy = oiUsd /

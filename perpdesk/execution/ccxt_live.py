@@ -1,28 +1,58 @@
 """The live venue: ccxt async REST (``ccxt.pro`` classes include it) + ccxt.pro websockets.
 
-Binance USD-M first (``binanceusdm``); Bybit (``bybit``) and OKX (``okx``) go through the same
-unified calls — ``create_order``, ``fetch_order``/``cancel_order`` by client id,
-``fetch_my_trades``, ``fetch_positions``, ``fetch_balance``, ``fetch_funding_history``,
-``watch_trades_for_symbols``, ``watch_bids_asks``, ``watch_mark_prices``,
-``watch_liquidations_for_symbols``, ``watch_my_trades``.
+Binance USD-M first (``binanceusdm``); Bybit (``bybit``, linear USDT perps) and OKX (``okx``,
+USDT swaps) go through the same unified calls — ``create_order``, order lookup and
+``cancel_order`` by client id, own trades, ``fetch_positions``, ``fetch_balance``, funding
+payments, ``set_leverage``, ``watch_trades_for_symbols``, ``watch_bids_asks``,
+``watch_mark_prices``, ``watch_liquidations_for_symbols``, ``watch_my_trades`` — with the
+per-venue differences below.
+
+**What is tested where.** Binance USD-M (tests/test_execution_live.py, fake
+tests/fake_exchange.py): REST and websockets — orders, stops, fills on the user stream and
+its REST fallback, positions, balances, funding, executions, spot leg, faults. Bybit and OKX
+(tests/test_live_bybit_okx.py, fakes tests/fake_venues.py, signed like the venues and shaped
+from recorded answers): REST only — instruments (tick, lot, funding interval), limit and
+market orders by client id, query, cancel, open orders, partial fills, positions in one-way
+and hedge mode, balances, ``executions_since`` across pages, funding payments, leverage,
+business refusals, duplicate client ids, a timeout after execution (adopted, not resent),
+rate limits and 5xx, keys kept out of errors. **Not tested on Bybit/OKX**: the websocket
+streams (:meth:`LiveVenue.fills` relies on ``watch_my_trades``; only its REST fallback
+``poll_fills`` shares the tested trade reader), spot legs (:data:`SPOT_EXCHANGE` wires
+Binance only), stop orders (refused: REJECTED).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
-  on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX); :class:`SymbolMap` converts to ccxt's
-  unified symbol (``BTC/USDT:USDT``) and back.
+  on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX → ``BTCUSDT``); :class:`SymbolMap`
+  converts to ccxt's unified symbol (``BTC/USDT:USDT``) and back.
+- **Quantities** are base units in the engine. OKX swaps trade in contracts: orders go out
+  as ``qty_base / ctVal`` (ccxt ``contractSize``; BTC-USDT-SWAP 0.01 BTC), and order, trade
+  and position sizes come back × ``contractSize``; a lot is ``lotSz × ctVal`` base units.
+- **Client ids** go out in each venue's alphabet (:func:`venue_client_id`, reversible by
+  :func:`engine_client_id`): Binance as they are, Bybit ``orderLinkId`` (letters, digits,
+  ``-``, ``_``; ≤ 36), OKX ``clOrdId`` (letters and digits; ≤ 32). An id too long after
+  escaping is REJECTED before anything is sent.
 - **Funding interval** per venue: Binance publishes only the symbols whose interval differs
   from 8 h (``GET /fapi/v1/fundingInfo``, ``fundingIntervalHours``), so the others are 8 h;
-  Bybit gives ``fundingInterval`` in minutes in each instrument's info; OKX's default
-  settlement is every 8 h (an instrument's actual interval is in ``fetch_funding_rate``'s
-  ``interval``; not yet read here).
+  Bybit gives ``fundingInterval`` in minutes in each instrument's info; OKX: ccxt's
+  ``fetch_funding_rates`` (one request, ``instId=ANY``) names each swap's ``interval`` from
+  ``nextFundingTime − fundingTime``; a swap it does not list gets the 8 h default.
 - **Orders** go through :class:`~perpdesk.execution.orders.OrderManager` (idempotent by client
-  id: a timeout is followed by a query, never a blind resend). Errors are mapped from ccxt:
-  429/418 (``DDoSProtection``, Binance -1003) → :class:`RateLimitedError` with ``Retry-After``;
-  timeouts, network errors, 5xx and -1021 (request expired in recvWindow: not executed) →
-  :class:`TransientVenueError`; -4116 → :class:`DuplicateClientIdError`; business refusals
-  (insufficient margin, bad price/quantity, post-only would take) → a REJECTED
-  :class:`OrderState` with the exchange's message.
+  id: a timeout is followed by a query, never a blind resend). Bybit and OKX answer a create
+  or cancel with ids only: the state is then read back by client id (Bybit: open orders, then
+  the order history, by ``orderLinkId``; OKX: ``GET /api/v5/trade/order`` by ``clOrdId``).
+  Hedge-mode sides: Binance ``positionSide``, Bybit ``positionIdx`` 1/2, OKX ``posSide``.
+  Errors are mapped from ccxt and the venue's code in the quoted body: rate limits
+  (``DDoSProtection``; Binance -1003, Bybit 10006, OKX 50011/50061) →
+  :class:`RateLimitedError` with ``Retry-After`` or Bybit's ``X-Bapi-Limit-Reset-Timestamp``;
+  timeouts, network errors, 5xx, Binance -1021 / Bybit 10002 (outside the recv window: not
+  executed) and "system error" codes (Bybit 10016, OKX 50026) → :class:`TransientVenueError`;
+  duplicate client ids (Binance -4116, Bybit 110072, OKX 51016) →
+  :class:`DuplicateClientIdError`; business refusals (insufficient margin, bad
+  price/quantity, post-only would take) → a REJECTED :class:`OrderState` with the
+  exchange's message.
+- **Balances**: ``total`` is the margin balance (wallet + unrealised PnL): ccxt's total on
+  Binance and OKX (``eq``), the coin's ``equity`` on Bybit (ccxt's total there is the wallet).
 - **Own fills** arrive on the user-data stream (``watch_my_trades``). When the stream fails,
-  :meth:`LiveVenue.fills` polls ``fetch_my_trades`` (REST) every ``poll_interval_s`` for the
+  :meth:`LiveVenue.fills` polls own trades (REST) every ``poll_interval_s`` for the
   symbols it trades until the stream has been healthy for ``resync_polls`` polls; every
   execution is booked once by ``(client_order_id, trade id)``, so repeats, out-of-order
   messages and the REST/stream overlap never double a fill.
@@ -35,15 +65,24 @@ unified calls — ``create_order``, ``fetch_order``/``cancel_order`` by client i
   the websocket API's user-data stream (``userDataStream.subscribe.signature``, ccxt.pro
   4.5). :class:`SpotPerpVenue` puts a spot and a perp venue behind one
   :class:`~perpdesk.execution.protocol.Venue`, routing ``.SPOT`` symbols to the spot one.
-- **Stop orders** (``STOP_MARKET`` on USD-M): ccxt sends them to the conditional-order
+- **Stop orders** (``STOP_MARKET`` on USD-M only): ccxt sends them to the conditional-order
   service (``POST /fapi/v1/algoOrder``, ``clientAlgoId``, ``triggerPrice``); they are queried
   and cancelled there by client id, and once triggered the state is the one of the
   market order it became (``actualOrderId``).
-- **Executions by REST**: :meth:`LiveVenue.executions_since` lists own trades (``fetch_my_trades``
-  per symbol, paged) with the exchange's trade id; a trade whose order this process did not
-  send is attributed to its client id by fetching the order once.
+- **Executions by REST**: :meth:`LiveVenue.executions_since` lists own trades per symbol with
+  the exchange's trade id. Binance: ``fetch_my_trades`` paged forward by time; a trade whose
+  order this process did not send is attributed to its client id by fetching the order once.
+  Bybit and OKX answer the newest rows first, so they are read by :meth:`LiveVenue._own_trades`
+  (Bybit ``/v5/execution/list`` in 7-day windows, paged by cursor, at most 2 years back; OKX
+  ``/api/v5/trade/fills-history`` from ``begin``, paged back by bill id); their rows carry the
+  client id.
+- **Funding payments** (+ received): Binance income ``FUNDING_FEE``; Bybit the transaction
+  log's ``SETTLEMENT`` rows (``funding``, documented + received; ccxt's
+  ``fetch_funding_history`` reads the execution list's ``execFee`` instead), in 7-day windows;
+  OKX bills of type 8 (``balChg``) from ``begin``, paged back by bill id.
 - **Keys** only from the environment / ``.env`` through :mod:`perpdesk.secrets` (never
-  logged; error text passes through :func:`~perpdesk.secrets.redact`).
+  logged; error text passes through :func:`~perpdesk.secrets.redact`); OKX also needs
+  ``PERPDESK_OKX_API_PASSPHRASE`` (sent as ccxt's ``password``).
 """
 
 from __future__ import annotations
@@ -117,8 +156,87 @@ CREDENTIAL_NAMES = {"binanceusdm": "binance", "binance": "binance", "bybit": "by
 """Venue id → the name in ``PERPDESK_<NAME>_API_KEY`` / ``_API_SECRET`` (/ ``_API_PASSPHRASE``)."""
 
 DEFAULT_FUNDING_INTERVAL_H = {"binanceusdm": 8, "bybit": 8, "okx": 8}
+NEWEST_FIRST_TRADE_LISTS = frozenset({"bybit", "okx"})
+"""Venues whose own-trade lists answer the newest rows of a window first (paged by cursor /
+bill id, not by time): read through :meth:`LiveVenue._own_trades`."""
+BYBIT_HISTORY_MS = 730 * 86_400_000
+"""Bybit keeps executions and the transaction log for 2 years: older windows are not asked."""
 USD_ASSETS = frozenset({"USDT", "USDC", "USD", "BUSD", "FDUSD"})
-_CODE_RE = re.compile(r'"code"\s*:\s*(-?\d+)')
+_CODE_RE = re.compile(r'"(?:code|retCode|sCode)"\s*:\s*"?(-?\d+)')
+_HOURS_RE = re.compile(r"^(\d+)h$")
+
+DUPLICATE_CLIENT_ID_CODES = frozenset({-4116, 110072, 51016})
+"""Binance -4116, Bybit 110072 ("OrderLinkedID is duplicate"), OKX 51016 ("Duplicated clOrdId")."""
+RATE_LIMIT_CODES = frozenset({-1003, 10006, 50011, 50061})
+"""Binance -1003, Bybit 10006 ("Too many visits"), OKX 50011 / 50061 (request / order rate)."""
+TRANSIENT_CODES = frozenset({-1021, 10002, 10016, 50026})
+"""Refused before execution or server trouble (query before any resend): Binance -1021 and
+Bybit 10002 (outside the recv window), Bybit 10016 and OKX 50026 ("System error")."""
+
+CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], str, int]] = {
+    "bybit": (re.compile(r"[A-Za-z0-9-]"), "_", 36),
+    "okx": (re.compile(r"[A-Za-z0-9]"), "Q", 32),
+}
+"""Venue → (characters kept as they are, escape character, maximum length) of its client id:
+Bybit ``orderLinkId`` takes letters, digits, ``-`` and ``_`` up to 36; OKX ``clOrdId`` letters
+and digits up to 32 (each venue's *Place order* doc). Binance takes ``[.A-Z:/a-z0-9_-]``
+(the :class:`~perpdesk.execution.orders.ClientIdFactory` alphabet) as it is."""
+_ESCAPES = {".": "d", ":": "c", "/": "s", "_": "u", "-": "h"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+
+
+def venue_client_id(venue_id: str, client_order_id: str) -> str:
+    """Our client id in the venue's alphabet, reversibly (:func:`engine_client_id`): a character
+    the venue refuses becomes the escape character + a letter (``.`` → ``d``, ``:`` → ``c``,
+    ``/`` → ``s``, ``_`` → ``u``, ``-`` → ``h``) and the escape character itself is doubled
+    (Bybit ``carry.r7-41`` → ``carry_dr7-41``; OKX → ``carryQdr7Qh41``). Raises
+    :class:`VenueError` when the result is longer than the venue allows."""
+    rule = CLIENT_ID_RULES.get(venue_id)
+    if rule is None:
+        return client_order_id
+    keep, esc, limit = rule
+    out = []
+    for ch in client_order_id:
+        if ch == esc:
+            out.append(esc + esc)
+        elif keep.fullmatch(ch):
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(esc + _ESCAPES[ch])
+        else:
+            raise VenueError(f"client id {client_order_id!r}: character {ch!r} not supported")
+    vid = "".join(out)
+    if len(vid) > limit:
+        raise VenueError(
+            f"client id {client_order_id!r}: {venue_id} takes at most {limit} characters "
+            f"({vid!r} has {len(vid)})"
+        )
+    return vid
+
+
+def engine_client_id(venue_id: str, venue_cid: str) -> str:
+    """The inverse of :func:`venue_client_id` (an id that is not a valid escape sequence is
+    returned as it is: an order placed by hand)."""
+    rule = CLIENT_ID_RULES.get(venue_id)
+    if rule is None or not venue_cid:
+        return venue_cid
+    esc = rule[1]
+    out, i = [], 0
+    while i < len(venue_cid):
+        ch = venue_cid[i]
+        if ch != esc:
+            out.append(ch)
+            i += 1
+            continue
+        nxt = venue_cid[i + 1 : i + 2]
+        if nxt == esc:
+            out.append(esc)
+        elif nxt in _UNESCAPES:
+            out.append(_UNESCAPES[nxt])
+        else:
+            return venue_cid
+        i += 2
+    return "".join(out)
 
 
 def _dec(x: Any) -> Decimal:
@@ -240,17 +358,27 @@ _STATUS = {
 }
 
 
-def _map_error(ex: Any, exc: Exception, where: str) -> VenueError | None:
+def _map_error(
+    ex: Any, exc: Exception, where: str, now_ms: Callable[[], int] | None = None
+) -> VenueError | None:
     """A ccxt exception as one of ours; None for a business refusal (the caller makes a
-    REJECTED state)."""
+    REJECTED state). The venue's codes are read from the body ccxt quotes (Binance ``code``,
+    Bybit ``retCode``, OKX ``code`` and per-order ``sCode``); ``now_ms`` is the clock a
+    reset timestamp is measured against."""
     msg = f"{where}: {type(exc).__name__}: {_one_line(str(exc))}"
-    m = _CODE_RE.search(str(exc))
-    code = int(m.group(1)) if m else None
-    if isinstance(exc, ccxt.DDoSProtection) or code == -1003:
-        return RateLimitedError(msg, _retry_after_s(getattr(ex, "last_response_headers", None)))
-    if code == -4116 or isinstance(exc, ccxt.DuplicateOrderId) or "Duplicate order sent" in msg:
+    codes = {int(c) for c in _CODE_RE.findall(str(exc))}
+    if isinstance(exc, ccxt.DDoSProtection) or codes & RATE_LIMIT_CODES:
+        headers = getattr(ex, "last_response_headers", None)
+        return RateLimitedError(msg, _retry_after_s(headers, now_ms))
+    if (
+        codes & DUPLICATE_CLIENT_ID_CODES
+        or isinstance(exc, ccxt.DuplicateOrderId)
+        or "Duplicate order sent" in msg
+    ):
         return DuplicateClientIdError(msg)
-    if isinstance(exc, (ccxt.NetworkError, ccxt.InvalidNonce, ccxt.BadResponse)) or code == -1021:
+    if isinstance(exc, (ccxt.NetworkError, ccxt.InvalidNonce, ccxt.BadResponse)) or (
+        codes & TRANSIENT_CODES
+    ):
         return TransientVenueError(msg)
     if isinstance(exc, ccxt.AuthenticationError | ccxt.PermissionDenied | ccxt.BadSymbol):
         return VenueError(msg)
@@ -268,16 +396,20 @@ def _unreadable(where: str, exc: Exception) -> TransientVenueError:
     return TransientVenueError(f"{where}: unreadable response ({type(exc).__name__})")
 
 
-def _retry_after_s(headers: Any) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds form only)."""
+def _retry_after_s(headers: Any, now_ms: Callable[[], int] | None = None) -> float | None:
+    """Seconds to wait from a rate-limited answer's headers: ``Retry-After`` (delta-seconds
+    form only), else Bybit's ``X-Bapi-Limit-Reset-Timestamp`` (ms since the epoch) minus now."""
     if not headers:
         return None
-    for k, v in dict(headers).items():
-        if str(k).lower() == "retry-after":
-            try:
-                return max(0.0, float(v))
-            except (TypeError, ValueError):
-                return None
+    low = {str(k).lower(): v for k, v in dict(headers).items()}
+    try:
+        if "retry-after" in low:
+            return max(0.0, float(low["retry-after"]))
+        if "x-bapi-limit-reset-timestamp" in low:
+            now = (now_ms or (lambda: time.time_ns() // 1_000_000))()
+            return max(0.0, (int(low["x-bapi-limit-reset-timestamp"]) - now) / 1000.0)
+    except (TypeError, ValueError):
+        return None
     return None
 
 
@@ -291,26 +423,57 @@ _ALGO_STATUS = {
 
 
 class CcxtTransport:
-    """:class:`~perpdesk.execution.orders.OrderTransport` over one ccxt exchange: one request
-    per call, errors mapped (see the module docstring). ``spot``: the exchange is a spot
-    account (no ``reduceOnly``/``positionSide``, no stop orders)."""
+    """:class:`~perpdesk.execution.orders.OrderTransport` over one ccxt exchange: errors
+    mapped (see the module docstring). ``spot``: the exchange is a spot account (no
+    ``reduceOnly``/``positionSide``, no stop orders).
 
-    def __init__(self, exchange: Any, symbols: SymbolMap, *, spot: bool = False) -> None:
+    Per venue: the client id goes out in the venue's alphabet (:func:`venue_client_id`);
+    quantities are base units here and contracts on the wire where the market has a contract
+    size (OKX swaps: ``ctVal``); Bybit and OKX answer a create or cancel with ids only, so
+    the state is then read back by client id (a second request); Bybit is queried by
+    ``orderLinkId`` among the open orders, then the closed ones (``/v5/order/realtime``,
+    ``/v5/order/history``), OKX by ``clOrdId`` (``/api/v5/trade/order``)."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: SymbolMap,
+        *,
+        spot: bool = False,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         self.ex = exchange
         self.symbols = symbols
         self.spot = spot
+        self.clock_ns = clock_ns
+
+    def _now_ms(self) -> int:
+        return self.clock_ns() // 1_000_000
+
+    @property
+    def venue_id(self) -> str:
+        """The ccxt id."""
+        return str(self.ex.id)
+
+    def contract_size(self, unified: str | None) -> Decimal:
+        """Base units per order unit of a market (1 unless it trades in contracts)."""
+        m = self.ex.markets.get(unified) if unified else None
+        cs = (m or {}).get("contractSize")
+        return _dec(cs) if cs else Decimal(1)
 
     def parse_order(self, o: Mapping[str, Any], order: Order | None = None) -> OrderState:
-        """A ccxt order structure as an :class:`OrderState`; raises
-        :class:`TransientVenueError` when ccxt handed back an unparsed (garbled) body. With
-        ``order`` its client id wins (a Binance spot cancel answers with the cancel
-        request's own ``clientOrderId``)."""
+        """A ccxt order structure as an :class:`OrderState` (amounts × contract size: base
+        units); raises :class:`TransientVenueError` when ccxt handed back an unparsed
+        (garbled) body. With ``order`` its client id wins (a Binance spot cancel answers
+        with the cancel request's own ``clientOrderId``)."""
         if not isinstance(o, Mapping) or not isinstance(o.get("info"), Mapping) or not o.get("id"):
             cid = order.client_order_id if order else "?"
             raise TransientVenueError(f"{self.ex.id} order {cid}: unreadable response")
         st = o.get("status")
-        filled = _dec(o.get("filled"))
-        amount = _dec(o.get("amount"))
+        sym = o.get("symbol")
+        cs = self.contract_size(sym)
+        filled = _dec(o.get("filled")) * cs
+        amount = _dec(o.get("amount")) * cs
         if st == "open":
             status = OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus.NEW
         elif st == "closed":
@@ -320,8 +483,8 @@ class CcxtTransport:
         info = o["info"]
         if str(info.get("status", "")).upper() == "EXPIRED":
             status = OrderStatus.EXPIRED
-        cid = (order.client_order_id if order else "") or o.get("clientOrderId") or ""
-        sym = o.get("symbol")
+        venue_cid = str(o.get("clientOrderId") or "")
+        cid = (order.client_order_id if order else "") or engine_client_id(self.venue_id, venue_cid)
         symbol = self.symbols.engine(sym) if sym else (order.symbol if order else "")
         side = Side.BUY if o.get("side") == "buy" else Side.SELL
         ts = o.get("lastUpdateTimestamp") or o.get("timestamp") or 0
@@ -375,16 +538,34 @@ class CcxtTransport:
             ts_ns=int(info.get("updateTime") or 0) * 1_000_000,
         )
 
+    def _position_params(self, order: Order) -> dict[str, Any]:
+        """Hedge-mode side of a perp order: Binance ``positionSide`` LONG/SHORT, Bybit
+        ``positionIdx`` 1/2, OKX ``posSide`` long/short (one-way: nothing is sent)."""
+        if order.position_side is PositionSide.BOTH or self.spot:
+            return {}
+        side = order.position_side.value.lower()
+        if self.venue_id == "bybit":
+            return {"positionIdx": 1 if side == "long" else 2}
+        if self.venue_id == "okx":
+            return {"positionSide": side}
+        return {"positionSide": side.upper()}
+
     async def send(self, order: Order) -> OrderState:
-        """``create_order`` with the client id; business refusals → REJECTED."""
+        """``create_order`` with the client id; business refusals → REJECTED. An answer
+        carrying ids only (Bybit, OKX) is followed by a :meth:`lookup` (if that fails, the
+        acknowledged order is reported NEW)."""
         stop = order.type is OrderType.STOP_MARKET
-        if stop and self.spot:
-            return self._rejected(order, "spot stop orders are not supported by LiveVenue")
-        params: dict[str, Any] = {"clientOrderId": order.client_order_id}
+        if stop and (self.spot or self.venue_id != "binanceusdm"):
+            return self._rejected(
+                order, f"{self.venue_id}: stop orders are not supported by LiveVenue"
+            )
+        try:
+            vcid = venue_client_id(self.venue_id, order.client_order_id)
+        except VenueError as exc:
+            return self._rejected(order, str(exc))
+        params: dict[str, Any] = {"clientOrderId": vcid, **self._position_params(order)}
         if order.reduce_only and not self.spot:
             params["reduceOnly"] = True
-        if order.position_side is not PositionSide.BOTH and not self.spot:
-            params["positionSide"] = order.position_side.value.upper()
         if stop:
             params["triggerPrice"] = order.stop_price  # → POST /fapi/v1/algoOrder
         if order.type is OrderType.LIMIT:
@@ -393,12 +574,14 @@ class CcxtTransport:
             elif order.tif is TimeInForce.POST_ONLY:
                 params["postOnly"] = True
         where = f"{self.ex.id} place {order.client_order_id}"
+        uni = self.symbols.unified(order.symbol)
+        amount = float(_dec(order.qty_base) / self.contract_size(uni))
         try:
             res = await self.ex.create_order(
-                self.symbols.unified(order.symbol),
+                uni,
                 "limit" if order.type is OrderType.LIMIT else "market",
                 order.side.value,
-                order.qty_base,
+                amount,
                 order.price,
                 params,
             )
@@ -407,38 +590,76 @@ class CcxtTransport:
         except PARSE_ERRORS as exc:  # ccxt parsed a garbled body: outcome unknown
             raise _unreadable(where, exc) from None
         except ccxt.BaseError as exc:
-            err = _map_error(self.ex, exc, where)
+            err = _map_error(self.ex, exc, where, self._now_ms)
             if err is not None:
                 raise err from None
             return self._rejected(order, _one_line(str(exc)))
+        if isinstance(res, Mapping) and res.get("id") and res.get("status") is None:
+            return await self._read_back(res, order)
         return self.parse_order(res, order)
 
+    async def _read_back(self, ack: Mapping[str, Any], order: Order) -> OrderState:
+        """The state of an order the venue acknowledged with its ids only."""
+        try:
+            found = await self.lookup(order)
+        except VenueError:
+            found = None
+        if found is not None:
+            return found
+        return OrderState(
+            order.client_order_id,
+            order.symbol,
+            order.side,
+            OrderStatus.NEW,
+            _dec(order.qty_base),
+            Decimal(0),
+            price=None if order.price is None else _dec(order.price),
+            venue_order_id=str(ack.get("id")),
+            ts_ns=time.time_ns(),
+        )
+
     def _by_cid(self, order: Order) -> dict[str, Any]:
-        params: dict[str, Any] = {"clientOrderId": order.client_order_id}
+        vcid = venue_client_id(self.venue_id, order.client_order_id)
+        if self.venue_id == "bybit":
+            return {"orderLinkId": vcid}
+        params: dict[str, Any] = {"clientOrderId": vcid}
         if order.type is OrderType.STOP_MARKET:
             params["trigger"] = True  # the conditional-order endpoints
         return params
 
-    async def lookup(self, order: Order) -> OrderState | None:
-        """``fetch_order`` by client id; None when the exchange does not know it."""
-        where = f"{self.ex.id} query {order.client_order_id}"
+    async def _fetch_by_cid(self, order: Order) -> Mapping[str, Any] | None:
+        """The ccxt order with our client id; None when the venue does not know it."""
+        uni = self.symbols.unified(order.symbol)
+        if self.venue_id == "bybit":
+            # open orders first, then the closed ones (the order history)
+            for fetch in (self.ex.fetch_open_orders, self.ex.fetch_canceled_and_closed_orders):
+                rows = await fetch(uni, None, None, self._by_cid(order))
+                if rows:
+                    return rows[0]
+            return None
         try:
-            res = await self.ex.fetch_order(
-                None, self.symbols.unified(order.symbol), self._by_cid(order)
-            )
-            if order.type is OrderType.STOP_MARKET:
-                return await self._algo_state(res, order)
+            return await self.ex.fetch_order(None, uni, self._by_cid(order))
         except ccxt.OrderNotFound:
             return None
+
+    async def lookup(self, order: Order) -> OrderState | None:
+        """The order by client id; None when the exchange does not know it."""
+        where = f"{self.ex.id} query {order.client_order_id}"
+        try:
+            res = await self._fetch_by_cid(order)
+            if res is None:
+                return None
+            if order.type is OrderType.STOP_MARKET:
+                return await self._algo_state(res, order)
         except PARSE_ERRORS as exc:  # ccxt parsed a garbled body: outcome unknown
             raise _unreadable(where, exc) from None
         except ccxt.BaseError as exc:
-            raise (_map_error(self.ex, exc, where) or VenueError(where)) from None
+            raise (_map_error(self.ex, exc, where, self._now_ms) or VenueError(where)) from None
         return self.parse_order(res, order)
 
     async def cancel(self, order: Order) -> OrderState:
         """``cancel_order`` by client id; an order the exchange no longer holds open is
-        answered with its final state."""
+        answered with its final state (also read back after an ids-only answer)."""
         where = f"{self.ex.id} cancel {order.client_order_id}"
         try:
             res = await self.ex.cancel_order(
@@ -452,14 +673,15 @@ class CcxtTransport:
         except PARSE_ERRORS as exc:  # ccxt parsed a garbled body: outcome unknown
             raise _unreadable(where, exc) from None
         except ccxt.BaseError as exc:
-            err = _map_error(self.ex, exc, where)
+            err = _map_error(self.ex, exc, where, self._now_ms)
             if err is None:
                 found = await self.lookup(order)
                 if found is not None:
                     return found
                 err = VenueError(f"{where}: {_one_line(str(exc))}")
             raise err from None
-        if order.type is OrderType.STOP_MARKET:  # the answer is only an ack: read the state
+        ack_only = isinstance(res, Mapping) and res.get("status") is None
+        if order.type is OrderType.STOP_MARKET or ack_only:  # an ack: read the state
             found = await self.lookup(order)
             if found is None:
                 raise VenueError(f"{where}: unknown to the exchange after the cancel")
@@ -556,6 +778,9 @@ class LiveVenue:
         """The ccxt id (``binanceusdm``)."""
         return str(self.ex.id)
 
+    def _now_ms(self) -> int:
+        return self.clock_ns() // 1_000_000
+
     # ------------------------------------------------------------------ setup
     async def _rest(self, coro_fn: Callable[[], Any], where: str) -> Any:
         """One REST call with rate-limit / transient retries (for idempotent reads)."""
@@ -566,7 +791,7 @@ class LiveVenue:
                 log.warning("%s", _unreadable(where, exc))
                 await self.sleep(self.retry.delay_s(k, None))
             except ccxt.BaseError as exc:
-                err = _map_error(self.ex, exc, where) or VenueError(
+                err = _map_error(self.ex, exc, where, self._now_ms) or VenueError(
                     f"{where}: {_one_line(str(exc))}"
                 )
                 if isinstance(err, RateLimitedError):
@@ -599,7 +824,7 @@ class LiveVenue:
                 lot_size=lot,
                 funding_interval_h=0 if self.spot else ih,
             )
-        transport = CcxtTransport(self.ex, self.symbols, spot=self.spot)
+        transport = CcxtTransport(self.ex, self.symbols, spot=self.spot, clock_ns=self.clock_ns)
         self.orders = OrderManager(
             transport, self.venue_id, retry=self.retry, sleep=self.sleep, clock_ns=self.clock_ns
         )
@@ -628,6 +853,14 @@ class LiveVenue:
                 minutes = (self.ex.markets[unified].get("info") or {}).get("fundingInterval")
                 if minutes:
                     out[engine] = int(minutes) // 60
+        elif self.venue_id == "okx":
+            # one request for every swap (instId=ANY); ccxt names the interval from
+            # nextFundingTime − fundingTime ("8h", "4h")
+            rates = await self._rest(lambda: self.ex.fetch_funding_rates(), "okx funding rates")
+            for unified, r in (rates or {}).items():
+                m = _HOURS_RE.match(str(r.get("interval") or ""))
+                if m and unified in self.symbols.to_engine and int(m.group(1)) > 0:
+                    out[self.symbols.engine(unified)] = int(m.group(1))
         return out
 
     def _om(self) -> OrderManager:
@@ -642,14 +875,24 @@ class LiveVenue:
         return dict(self._instruments)
 
     async def balances(self) -> Mapping[str, Balance]:
-        """``fetch_balance``: wallet total and free per asset."""
+        """``fetch_balance``: margin balance (wallet + unrealised PnL) and free per asset.
+        ccxt's total is that on Binance USD-M (``marginBalance``) and OKX (``eq``); on Bybit
+        it is the wallet balance, so the coin's ``equity`` (wallet + unrealised PnL) of the
+        unified account is read instead."""
         b = await self._rest(lambda: self.ex.fetch_balance(), f"{self.venue_id} balance")
+        equity: dict[str, Any] = {}
+        if self.venue_id == "bybit":
+            info = b.get("info") if isinstance(b.get("info"), Mapping) else {}
+            for acct in (info.get("result") or {}).get("list") or []:
+                for c in acct.get("coin") or []:
+                    if c.get("equity") not in (None, ""):
+                        equity[str(c.get("coin"))] = c["equity"]
         out = {}
         for asset, tot in (b.get("total") or {}).items():
             if tot is None:
                 continue
             free = (b.get("free") or {}).get(asset)
-            out[asset] = Balance(asset, _dec(tot), _dec(free))
+            out[asset] = Balance(asset, _dec(equity.get(asset, tot)), _dec(free))
         return out
 
     async def positions(self) -> list[VenuePosition]:
@@ -668,7 +911,11 @@ class LiveVenue:
                 continue
             size = contracts * _dec(p.get("contractSize") or 1)
             qty = size if p.get("side") == "long" else -size
+            # hedge mode: ccxt's ``hedged`` (Bybit positionIdx 1/2, OKX posSide long/short,
+            # Binance positionSide LONG/SHORT); one-way positions are BOTH
             ps = str((p.get("info") or {}).get("positionSide", "BOTH")).lower()
+            if p.get("hedged") and p.get("side") in ("long", "short"):
+                ps = str(p["side"])
             out.append(
                 VenuePosition(
                     symbol=self.symbols.engine(p["symbol"]),
@@ -754,14 +1001,27 @@ class LiveVenue:
         ]
 
     async def funding_payments(self, since_ns: int) -> list[FundingPayment]:
-        """``fetch_funding_history`` since ``since_ns`` (oldest first); none on spot."""
+        """Funding booked since ``since_ns`` (oldest first; + received); none on spot.
+
+        Binance: ``fetch_funding_history`` (income ``FUNDING_FEE``). Bybit: the transaction
+        log's ``SETTLEMENT`` rows (``GET /v5/account/transaction-log``; ``funding`` > 0 is
+        received, per its doc — ccxt's ``fetch_funding_history`` reads the execution list's
+        ``execFee``, a fee), in 7-day windows (the endpoint's limit) up to now, each paged by
+        cursor. OKX: ``fetch_funding_history`` (bills, type 8; ``balChg`` > 0 received) with
+        ``begin`` = since (ccxt filters ``since`` only on the page it got), paged back by
+        ``after`` = the oldest bill id."""
         assert self._om() and self.symbols is not None
         if self.spot:
             return []
         since_ms = since_ns // 1_000_000
-        rows = await self._rest(
-            lambda: self.ex.fetch_funding_history(None, since_ms), f"{self.venue_id} funding"
-        )
+        if self.venue_id == "bybit":
+            return await self._bybit_funding(since_ms)
+        if self.venue_id == "okx":
+            rows = await self._okx_funding_rows(since_ms)
+        else:
+            rows = await self._rest(
+                lambda: self.ex.fetch_funding_history(None, since_ms), f"{self.venue_id} funding"
+            )
         out = []
         for r in rows:
             if r.get("symbol") not in self.symbols.to_engine or r["timestamp"] < since_ms:
@@ -774,6 +1034,76 @@ class LiveVenue:
                 )
             )
         return sorted(out, key=lambda f: f.ts_ns)
+
+    async def _okx_funding_rows(self, since_ms: int, page: int = 100) -> list[Mapping[str, Any]]:
+        rows: list[Mapping[str, Any]] = []
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"begin": since_ms}
+            if after is not None:
+                params["after"] = after
+            got = await self._rest(
+                lambda params=params: self.ex.fetch_funding_history(None, since_ms, page, params),
+                "okx funding",
+            )
+            rows += got
+            ids = [int((r.get("info") or {}).get("billId") or 0) for r in got]
+            if len(got) < page or not ids:
+                return rows
+            after = str(min(ids))
+
+    async def _bybit_funding(self, since_ms: int) -> list[FundingPayment]:
+        assert self.symbols is not None
+        week_ms = 7 * 86_400_000
+        now_ms = self.clock_ns() // 1_000_000
+        out = []
+        start = max(since_ms, now_ms - BYBIT_HISTORY_MS)
+        while start <= now_ms:
+            end = min(start + week_ms, now_ms)
+            cursor = ""
+            while True:
+                req: dict[str, Any] = {
+                    "accountType": "UNIFIED",
+                    "category": "linear",
+                    "type": "SETTLEMENT",
+                    "startTime": start,
+                    "endTime": end,
+                    "limit": 50,
+                }
+                if cursor:
+                    req["cursor"] = cursor
+                res = await self._rest(
+                    lambda req=req: self.ex.privateGetV5AccountTransactionLog(req),
+                    "bybit transaction log",
+                )
+                result = (res or {}).get("result") or {}
+                for r in result.get("list") or []:
+                    uni = self._linear_unified(str(r.get("symbol")))
+                    ts = int(r.get("transactionTime") or 0)
+                    if uni not in self.symbols.to_engine or ts < since_ms:
+                        continue
+                    rate = r.get("feeRate")
+                    out.append(
+                        FundingPayment(
+                            self.symbols.engine(uni),
+                            ts * 1_000_000,
+                            _dec(r.get("funding")),
+                            float(rate) if rate not in (None, "") else None,
+                        )
+                    )
+                cursor = str(result.get("nextPageCursor") or "")
+                if not cursor:
+                    break
+            start = end + 1
+        return sorted(out, key=lambda f: (f.ts_ns, f.symbol))
+
+    def _linear_unified(self, market_id: str) -> str | None:
+        """The unified symbol of the linear perp with exchange id ``market_id`` (Bybit's
+        ``BTCUSDT`` is also its spot market's id)."""
+        for m in (self.ex.markets_by_id or {}).get(market_id) or []:
+            if m.get("swap") and m.get("linear"):
+                return str(m["symbol"])
+        return None
 
     async def set_leverage(self, symbol: str, leverage: int) -> None:
         """``set_leverage`` on ``symbol``."""
@@ -791,14 +1121,7 @@ class LiveVenue:
         if not isinstance(info, Mapping):
             info = {}
         oid = str(t.get("order") or "")
-        cid = (
-            t.get("clientOrderId")
-            or info.get("c")
-            or info.get("orderLinkId")
-            or info.get("clOrdId")
-            or self.orders.client_id_of(oid)
-            or f"#{oid}"
-        )
+        cid = self._trade_client_id(t) or self.orders.client_id_of(oid) or f"#{oid}"
         fee = t.get("fee") or {}
         cur = fee.get("currency")
         fee_usd = _dec(fee.get("cost"))
@@ -807,13 +1130,15 @@ class LiveVenue:
             if not self.spot or cur != base:
                 raise VenueError(f"{self.venue_id} trade {t.get('id')}: fee in {cur}, not USD")
             fee_usd = fee_usd * _dec(t.get("price"))  # base-asset commission at the fill price
-        ps = str(info.get("positionSide", info.get("ps", "BOTH"))).lower()
+        # Binance positionSide (REST) / ps (stream), OKX posSide (net = one-way)
+        ps = str(info.get("positionSide") or info.get("ps") or info.get("posSide") or "BOTH")
+        ps = ps.lower()
         return VenueExecution(
             client_order_id=str(cid),
             symbol=self.symbols.engine(t["symbol"]),
             side=Side.BUY if t.get("side") == "buy" else Side.SELL,
             trade_id=str(t.get("id")),
-            qty_base=_dec(t.get("amount")),
+            qty_base=_dec(t.get("amount")) * self._contract_size(t.get("symbol")),
             price=_dec(t.get("price")),
             fee_usd=fee_usd,
             liquidity=Liquidity.MAKER if t.get("takerOrMaker") == "maker" else Liquidity.TAKER,
@@ -821,6 +1146,19 @@ class LiveVenue:
             venue_order_id=oid,
             position_side=PositionSide(ps) if ps in ("long", "short") else PositionSide.BOTH,
         )
+
+    def _trade_client_id(self, t: Mapping[str, Any]) -> str:
+        """Our client id of an own trade when the venue names it (Binance websocket ``c``,
+        Bybit ``orderLinkId``, OKX ``clOrdId``; decoded: :func:`engine_client_id`), else ""."""
+        info = t.get("info") if isinstance(t.get("info"), Mapping) else {}
+        vcid = t.get("clientOrderId") or info.get("c") or info.get("orderLinkId")
+        vcid = vcid or info.get("clOrdId")
+        return engine_client_id(self.venue_id, str(vcid)) if vcid else ""
+
+    def _contract_size(self, unified: Any) -> Decimal:
+        """Base units per order unit (ccxt's ``contractSize``; OKX swaps: ``ctVal``)."""
+        cs = (self.ex.markets.get(unified) or {}).get("contractSize") if unified else None
+        return _dec(cs) if cs else Decimal(1)
 
     def _book(self, trades: Sequence[Mapping[str, Any]]) -> list[Fill]:
         out = []
@@ -843,6 +1181,9 @@ class LiveVenue:
         for sym in sorted(self._fill_symbols):
             since = max(self._last_trade_ms.get(sym, self._started_ms), self._started_ms) - 1000
             uni = self.symbols.unified(sym)
+            if self.venue_id in NEWEST_FIRST_TRADE_LISTS:
+                out += self._book(await self._own_trades(uni, since))
+                continue
             rows = await self._rest(
                 lambda uni=uni, since=since: self.ex.fetch_my_trades(uni, since),
                 f"{self.venue_id} my trades",
@@ -859,12 +1200,15 @@ class LiveVenue:
 
     async def _resolve_client_ids(self, rows: Sequence[Mapping[str, Any]], uni: str) -> None:
         """Learn the client id of every order in ``rows`` this process did not send
-        (Binance's trade lists carry only the order id): one ``fetch_order`` per order."""
+        (Binance's trade lists carry only the order id): one ``fetch_order`` per order.
+        Bybit and OKX trade rows carry the client id (``orderLinkId`` / ``clOrdId``) when the
+        order had one, so nothing is fetched there (an order without one stays ``#<id>``)."""
         om = self._om()
+        if self.venue_id in NEWEST_FIRST_TRADE_LISTS:
+            return
         for r in rows:
-            info = r.get("info") if isinstance(r.get("info"), Mapping) else {}
             oid = str(r.get("order") or "")
-            if not oid or r.get("clientOrderId") or info.get("c") or om.client_id_of(oid):
+            if not oid or self._trade_client_id(r) or om.client_id_of(oid):
                 continue
             if oid in self._cids_fetched:
                 continue
@@ -890,6 +1234,11 @@ class LiveVenue:
         out: list[VenueExecution] = []
         for sym in sorted(s for s in wanted if s in self._instruments):
             uni = self.symbols.unified(sym)
+            if self.venue_id in NEWEST_FIRST_TRADE_LISTS:
+                rows = await self._own_trades(uni, since_ns // 1_000_000)
+                await self._resolve_client_ids(rows, uni)
+                out += [e for e in map(self._execution, rows) if e.ts_ns >= since_ns]
+                continue
             since_ms, seen = since_ns // 1_000_000, set()
             while True:
                 rows = await self._rest(
@@ -910,6 +1259,66 @@ class LiveVenue:
                 if not full:
                     break
         return sorted(out, key=lambda e: (e.ts_ns, e.symbol, e.trade_id))
+
+    async def _own_trades(self, uni: str, since_ms: int) -> list[Mapping[str, Any]]:
+        """Every own trade of ``uni`` from ``since_ms`` to now on a venue whose trade list
+        answers newest first (ccxt trade structures, deduplicated by id).
+
+        Bybit ``GET /v5/execution/list`` (``execType=Trade``): at most 7 days a request, so
+        7-day windows up to now, each paged by ``cursor`` (100 rows a page). OKX ``GET
+        /api/v5/trade/fills-history`` (``instType=SWAP``): ``begin`` = since, paged back by
+        ``after`` = the oldest ``billId`` (100 rows a page)."""
+        market = self.ex.markets[uni]
+        raw: list[Mapping[str, Any]] = []
+        where = f"{self.venue_id} my trades"
+        if self.venue_id == "bybit":
+            week_ms = 7 * 86_400_000
+            now_ms = self.clock_ns() // 1_000_000
+            start = max(since_ms, now_ms - BYBIT_HISTORY_MS)
+            while start <= now_ms:
+                end = min(start + week_ms, now_ms)
+                cursor = ""
+                while True:
+                    req: dict[str, Any] = {
+                        "category": "linear",
+                        "symbol": market["id"],
+                        "execType": "Trade",
+                        "startTime": start,
+                        "endTime": end,
+                        "limit": 100,
+                    }
+                    if cursor:
+                        req["cursor"] = cursor
+                    res = await self._rest(
+                        lambda req=req: self.ex.privateGetV5ExecutionList(req), where
+                    )
+                    result = (res or {}).get("result") or {}
+                    raw += result.get("list") or []
+                    cursor = str(result.get("nextPageCursor") or "")
+                    if not cursor:
+                        break
+                start = end + 1
+        else:
+            after: str | None = None
+            while True:
+                q: dict[str, Any] = {
+                    "instType": "SWAP",
+                    "instId": market["id"],
+                    "begin": since_ms,
+                    "limit": 100,
+                }
+                if after is not None:
+                    q["after"] = after
+                res = await self._rest(lambda q=q: self.ex.privateGetTradeFillsHistory(q), where)
+                data = (res or {}).get("data") or []
+                raw += data
+                bills = [int(r.get("billId") or 0) for r in data]
+                if len(data) < 100 or not bills:
+                    break
+                after = str(min(bills))
+        trades = self.ex.parse_trades(raw, market)
+        uniq = {str(t.get("id")): t for t in trades}
+        return sorted(uniq.values(), key=lambda t: (int(t.get("timestamp") or 0), str(t["id"])))
 
     def _cached_trades(self) -> list[Mapping[str, Any]]:
         """Every own trade in ccxt.pro's cache (a message that lands while no watch call
