@@ -102,6 +102,23 @@ answer starts from a recorded row, loaded at test time, with the fake's state wr
   ``POST /account/set-leverage``. Fees: OKX's Lv1 swap rates (maker 0.02 %, taker 0.05 %; no
   recording).
 
+**Spot** (the carry's spot leg, one unified account with the perps): Bybit
+``category=spot`` on the same order, query, cancel and execution routes (the captured spot
+instruments: ``basePrecision``, ``minOrderQty``, ``minOrderAmt``, ``tickSize``; a market buy's
+``qty`` is USDT unless ``marketUnit=baseCoin``, a sell's base unless ``quoteCoin``; errors
+170131 balance, 170134/170137/170148 decimals, 170136 quantity and 170140 value below the
+minimum, 170141 duplicate ``orderLinkId``, 170213 cancel of an order not open; the order row
+echoes ``marketUnit``, an assumption taken from ccxt PR #29602's payloads; fees 0.1 % maker
+and taker, Bybit's non-VIP spot rate, no recording); OKX ``instType=SPOT`` (the captured
+spot list of ``OKX.jsonl.zst`` beside the recorded USD pairs: BTC-USDT ``lotSz``
+0.00000001, ``minSz`` 0.00001, ``tickSz`` 0.1; ``tdMode=cash``, no ``posSide``; a market
+buy's ``sz`` is USDT unless ``tgtCcy=base_ccy``; 51008 balance, 51020 below ``minSz``,
+51121 lot; fees the recorded Lv1 SPOT rates of ``http_get_trade_fee_response``, maker
+0.08 %, taker 0.1 %). Both charge the fee in the coin received (a buy's in the base), keep
+coin balances in the wallet answers (Bybit ``coin`` rows with ``locked``; OKX ``details``
+with ``frozenBal``), and hold an open order's funds (buys USDT, sells the base). Test
+controls: ``set_book(…, spot=True)``, ``trade(…, spot=True)``, ``deposit(coin, amount)``.
+
 Both run on one small matching engine (:class:`Matching`: ``set_book`` moves the quotes and
 fills resting orders they cross, ``trade`` prints a public trade that fills resting orders
 at or through it, market orders take the top, ``partial_next`` caps the next immediate fill,
@@ -131,7 +148,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -392,6 +409,9 @@ class FakeOrder:
     fee: Decimal = Decimal(0)
     status: str = "new"  # new, partially_filled, filled, cancelled, rejected
     reject_reason: str = ""
+    quote_qty: Decimal | None = None  # a spot market order sized in quote (as sent)
+    market_unit: str = ""  # Bybit spot ``marketUnit`` / OKX ``tgtCcy``, echoed as sent
+    fee_ccy: str = "USDT"  # the coin its fees are charged in (spot buys: the base)
 
     @property
     def is_open(self) -> bool:
@@ -425,13 +445,24 @@ class Matching:
       open position of a symbol: amount = −qty × multiplier × mark × rate (a long pays a
       positive rate).
 
-    ``mult`` is the base units of one order unit (1 on Bybit, ``ctVal`` on OKX)."""
+    ``mult`` is the base units of one order unit (1 on Bybit, ``ctVal`` on OKX).
+
+    **Spot** markets share the engine (one unified account): ``spot_of(symbol)`` names a spot
+    market's (base, quote) (None for a perp). A spot fill moves coins, not positions:
+    ``wallet`` is the USDT balance, :attr:`coins` the other coins'. A buy of q at p pays
+    q × p USDT and receives q − fee, the fee q × rate charged in the base coin; a sell gives
+    q base and receives q × p − fee, the fee q × p × rate in USDT (both venues charge the
+    coin received)."""
 
     maker_rate: Decimal
     taker_rate: Decimal
     wallet: Decimal
     mult: Callable[[str], Decimal]
     hedge: bool = False
+    spot_of: Callable[[str], tuple[str, str] | None] = lambda symbol: None
+    spot_maker_rate: Decimal = Decimal(0)
+    spot_taker_rate: Decimal = Decimal(0)
+    coins: dict[str, Decimal] = field(default_factory=dict)
     books: dict[str, tuple[Decimal, Decimal]] = field(default_factory=dict)
     partial_next: dict[str, Decimal] = field(default_factory=dict)
     orders: dict[str, FakeOrder] = field(default_factory=dict)
@@ -457,7 +488,77 @@ class Matching:
     def pos_key(self, o: FakeOrder) -> tuple[str, str]:
         return (o.symbol, o.pos_side if self.hedge else "net")
 
+    def spot_locked(self, coin: str) -> Decimal:
+        """What open spot orders hold of ``coin``: buys their USDT (left × price), sells
+        their base (left)."""
+        out = Decimal(0)
+        for o in self.orders.values():
+            pair = self.spot_of(o.symbol)
+            if pair is None or not o.is_open or o.price is None:
+                continue
+            left = o.qty - o.filled
+            if o.side == "buy" and coin == pair[1]:
+                out += left * o.price
+            elif o.side == "sell" and coin == pair[0]:
+                out += left
+        return out
+
+    def balance(self, coin: str) -> Decimal:
+        """The wallet balance of ``coin`` (USDT: :attr:`wallet`)."""
+        return self.wallet if coin == "USDT" else self.coins.get(coin, Decimal(0))
+
+    def _execute_spot(
+        self, o: FakeOrder, qty: Decimal, price: Decimal, pair: tuple[str, str], *, maker: bool
+    ) -> None:
+        base, quote = pair
+        assert quote == "USDT", "the fake's spot wallet holds USDT as the quote"
+        rate = self.spot_maker_rate if maker else self.spot_taker_rate
+        notional = qty * price
+        if o.side == "buy":
+            fee = (qty * rate).quantize(Decimal("1e-12"), rounding=ROUND_HALF_EVEN).normalize()
+            self.wallet -= notional
+            self.coins[base] = self.coins.get(base, Decimal(0)) + qty - fee
+            o.fee_ccy = base
+        else:
+            fee = (notional * rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
+            self.coins[base] = self.coins.get(base, Decimal(0)) - qty
+            self.wallet += notional - fee
+            o.fee_ccy = quote
+        now = _now_ms()
+        o.filled += qty
+        o.value += notional
+        o.fee += fee
+        o.status = "filled" if o.filled >= o.qty else "partially_filled"
+        o.updated_ms = now
+        self.fills.append(
+            {
+                "trade_id": str(next(self._tids)),
+                "oid": o.oid,
+                "cid": o.cid,
+                "symbol": o.symbol,
+                "side": o.side,
+                "pos_side": "net",
+                "qty": qty,
+                "price": price,
+                "fee": fee,
+                "fee_ccy": o.fee_ccy,
+                "rate": rate,
+                "maker": maker,
+                "pnl": Decimal(0),
+                "ts": now,
+                "order_qty": o.qty,
+                "order_price": o.price,
+                "order_kind": o.kind,
+                "leaves": o.qty - o.filled,
+                "spot": True,
+            }
+        )
+
     def execute(self, o: FakeOrder, qty: Decimal, price: Decimal, *, maker: bool) -> None:
+        pair = self.spot_of(o.symbol)
+        if pair is not None:
+            self._execute_spot(o, qty, price, pair, maker=maker)
+            return
         m = self.mult(o.symbol)
         notional = qty * m * price
         fee = self.fee(notional, maker)
@@ -502,6 +603,8 @@ class Matching:
                 "qty": qty,
                 "price": price,
                 "fee": fee,
+                "fee_ccy": "USDT",
+                "rate": self.maker_rate if maker else self.taker_rate,
                 "maker": maker,
                 "pnl": realised,
                 "ts": now,
@@ -609,6 +712,13 @@ BYBIT_STATUS = {
 }
 
 
+BYBIT_SPOT_KEY = "spot:"
+"""The engine's name of a Bybit spot market (``spot:BTCUSDT``): Bybit names its spot and
+linear markets alike (``BTCUSDT``), the ``category`` tells them apart."""
+BYBIT_SPOT_FEE = Decimal("0.001")
+"""Bybit's spot fee for non-VIP accounts, maker and taker 0.1 % (no recording)."""
+
+
 def bybit_rate_limited(reset_at_ms: int) -> Fault:
     """Bybit's per-UID rate limit: HTTP 200, ``retCode`` 10006 "Too many visits!", with the
     ``X-Bapi-Limit-*`` headers (``X-Bapi-Limit-Reset-Timestamp`` = ``reset_at_ms``, ms since
@@ -652,11 +762,15 @@ class _BybitPrivate:
         self._faults: dict[str, collections.deque[Fault]] = {}
         fees = {r["symbol"]: r for r in other_venue("bybit", "http_get_fee_rate")["result"]["list"]}
         # the recorded fee rates of BTCUSDT: maker 0.01 %, taker 0.06 %
+        self.spot_markets = {x["symbol"]: x for x in self.instruments["spot"]["result"]["list"]}
         self.engine = Matching(
             maker_rate=Decimal(fees["BTCUSDT"]["makerFeeRate"]),
             taker_rate=Decimal(fees["BTCUSDT"]["takerFeeRate"]),
             wallet=Decimal(wallet_usdt),
             mult=lambda s: Decimal(1),
+            spot_of=self._spot_of,
+            spot_maker_rate=BYBIT_SPOT_FEE,
+            spot_taker_rate=BYBIT_SPOT_FEE,
         )
         self._order_tpl = other_venue("bybit", "http_get_orders_realtime")["result"]["list"][0]
         self._exec_tpl = other_venue("bybit", "http_get_executions")["result"]["list"][0]
@@ -713,16 +827,49 @@ class _BybitPrivate:
         ]
         return self._ok({"rows": rows})
 
-    # -- test controls ------------------------------------------------------------------
-    def set_book(self, symbol: str, bid: str, ask: str) -> None:
-        """Best bid/ask of ``symbol`` (resting orders the quotes cross fill)."""
-        with self._lock:
-            self.engine.set_book(symbol, bid, ask)
+    instruments: dict[str, dict[str, Any]]
 
-    def trade(self, symbol: str, price: str, qty: str) -> None:
+    # -- spot / linear names --------------------------------------------------------------
+    @staticmethod
+    def key(category: Any, symbol: Any) -> str:
+        """The engine's name of ``symbol`` in ``category`` (spot: ``spot:BTCUSDT``)."""
+        return f"{BYBIT_SPOT_KEY}{symbol}" if category == "spot" else str(symbol)
+
+    @staticmethod
+    def raw(key: str) -> str:
+        """The venue's symbol of an engine name."""
+        return key.removeprefix(BYBIT_SPOT_KEY)
+
+    @staticmethod
+    def category(key: str) -> str:
+        """``spot`` or ``linear``."""
+        return "spot" if key.startswith(BYBIT_SPOT_KEY) else "linear"
+
+    def _spot_of(self, key: str) -> tuple[str, str] | None:
+        if not key.startswith(BYBIT_SPOT_KEY):
+            return None
+        x = self.spot_markets[self.raw(key)]
+        return str(x["baseCoin"]), str(x["quoteCoin"])
+
+    # -- test controls ------------------------------------------------------------------
+    def set_book(self, symbol: str, bid: str, ask: str, *, spot: bool = False) -> None:
+        """Best bid/ask of ``symbol`` (the spot market with ``spot``; resting orders the
+        quotes cross fill)."""
+        with self._lock:
+            self.engine.set_book(self.key("spot" if spot else "linear", symbol), bid, ask)
+
+    def trade(self, symbol: str, price: str, qty: str, *, spot: bool = False) -> None:
         """A public trade at ``price`` of ``qty``: resting orders at or through it fill."""
         with self._lock:
-            self.engine.trade(symbol, price, qty)
+            self.engine.trade(self.key("spot" if spot else "linear", symbol), price, qty)
+
+    def deposit(self, coin: str, amount: str) -> None:
+        """Credit ``amount`` of ``coin`` to the unified account."""
+        with self._lock:
+            if coin == "USDT":
+                self.engine.wallet += Decimal(amount)
+            else:
+                self.engine.coins[coin] = self.engine.coins.get(coin, Decimal(0)) + Decimal(amount)
 
     def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
         """Funding settlement on ``symbol``'s positions; the amounts booked (+ received)."""
@@ -777,9 +924,9 @@ class _BybitPrivate:
         row.update(
             orderId=o.oid,
             orderLinkId=o.cid,
-            symbol=o.symbol,
+            symbol=self.raw(o.symbol),
             price=_s(o.price) if o.price is not None else "0",
-            qty=_s(o.qty),
+            qty=_s(o.quote_qty if o.quote_qty is not None else o.qty),
             side="Buy" if o.side == "buy" else "Sell",
             positionIdx={"net": 0, "long": 1, "short": 2}[o.pos_side],
             orderStatus=status,
@@ -797,6 +944,10 @@ class _BybitPrivate:
             createdTime=str(o.created_ms),
             updatedTime=str(o.updated_ms),
         )
+        if self.category(o.symbol) == "spot":
+            # spot rows: no position fields; ``marketUnit`` as sent ("" when not sent; ccxt
+            # reads a market buy's qty as quote unless it is baseCoin — PR ccxt#29602)
+            row.update(isLeverage="0", tpslMode="", marketUnit=o.market_unit, reduceOnly=False)
         return row
 
     def _page(self, rows: list[Any], q: dict[str, str], default: int, cap: int) -> dict[str, Any]:
@@ -807,7 +958,77 @@ class _BybitPrivate:
         return {"list": page, "nextPageCursor": str(start + limit) if more else ""}
 
     # -- routes -------------------------------------------------------------------------
+    def _create_spot(self, b: dict[str, Any]) -> tuple[int, Any]:
+        """A spot order of the unified account (v5 *Place Order*, ``category=spot``): a
+        limit's ``qty`` and a market sell's are base units; a market *buy*'s ``qty`` is quote
+        (USDT to spend) unless ``marketUnit`` = ``baseCoin`` (and a sell's is quote with
+        ``quoteCoin``): the base quantity is then qty / top price rounded down to
+        ``basePrecision``. Spot error codes: 170137 quantity decimals, 170134 price decimals,
+        170136 below ``minOrderQty``, 170140 below ``minOrderAmt``, 170131 insufficient
+        balance (no borrowing: ``isLeverage`` 0), 170141 duplicate ``orderLinkId``."""
+        sym = str(b.get("symbol"))
+        inst = self.spot_markets.get(sym)
+        if inst is None:
+            return self._err("params error: symbol invalid", 10001)
+        key = self.key("spot", sym)
+        cid = str(b.get("orderLinkId") or "")
+        if cid and not BYBIT_LINK_ID.match(cid):
+            return self._err("params error: orderLinkId is invalid", 10001)
+        if cid and any(o.cid == cid for o in self.engine.orders.values()):
+            return self._err("Duplicate clientOrderId", 170141)
+        if int(b.get("positionIdx", 0)) != 0:
+            return self._err("params error: positionIdx is invalid for spot", 10001)
+        lot = inst["lotSizeFilter"]
+        step = Decimal(lot["basePrecision"])
+        kind = str(b.get("orderType", "")).lower()
+        side = str(b.get("side", "")).lower()
+        qty = Decimal(str(b.get("qty", "0")))
+        unit = str(b.get("marketUnit") or "")
+        price = Decimal(str(b["price"])) if kind == "limit" else None
+        if price is not None and price % Decimal(inst["priceFilter"]["tickSize"]) != 0:
+            return self._err("Order price decimal too long.", 170134)
+        bid, ask = self.engine.books[key]
+        ref = price if price is not None else (ask if side == "buy" else bid)
+        quote_qty = None
+        if kind == "market" and (unit == "quoteCoin" or (unit == "" and side == "buy")):
+            if qty % Decimal(lot["quotePrecision"]) != 0:
+                return self._err("Market order amount decimal too long.", 170148)
+            quote_qty = qty
+            qty = (qty / ref / step).to_integral_value(ROUND_DOWN) * step
+        elif qty % step != 0:
+            return self._err("Order volume decimal too long.", 170137)
+        if qty < Decimal(lot["minOrderQty"]):
+            return self._err("Order quantity lower than the minimum.", 170136)
+        if qty * ref < Decimal(lot["minOrderAmt"]):
+            return self._err("Transaction amount lower than the minimum.", 170140)
+        base, quote = str(inst["baseCoin"]), str(inst["quoteCoin"])
+        coin, need = (quote, qty * ref) if side == "buy" else (base, qty)
+        if need > self.engine.balance(coin) - self.engine.spot_locked(coin):
+            return self._err("Insufficient balance.", 170131)
+        now = _now_ms()
+        o = FakeOrder(
+            oid=self.engine.next_oid(lambda n: f"{n:019d}"),
+            cid=cid,
+            symbol=key,
+            side=side,
+            kind=kind,
+            qty=qty,
+            price=price,
+            tif=str(b.get("timeInForce", "GTC")) if kind == "limit" else "IOC",
+            reduce_only=False,
+            pos_side="net",
+            created_ms=now,
+            updated_ms=now,
+            quote_qty=quote_qty,
+            market_unit=unit,
+        )
+        self.engine.orders[o.oid] = o
+        self.engine.match_new(o)
+        return self._ok({**self._ack_tpl, "orderId": o.oid, "orderLinkId": o.cid})
+
     def _create(self, b: dict[str, Any]) -> tuple[int, Any]:
+        if b.get("category") == "spot":
+            return self._create_spot(b)
         if b.get("category") != "linear":
             return self._err("params error: category is invalid")
         sym = b.get("symbol")
@@ -858,8 +1079,9 @@ class _BybitPrivate:
         return self._ok({**self._ack_tpl, "orderId": o.oid, "orderLinkId": o.cid})
 
     def _find(self, q: dict[str, Any]) -> FakeOrder | None:
+        key = self.key(q.get("category"), q.get("symbol"))
         for o in self.engine.orders.values():
-            if o.symbol == q.get("symbol") and (
+            if o.symbol == key and (
                 o.oid == q.get("orderId") or (o.cid and o.cid == q.get("orderLinkId"))
             ):
                 return o
@@ -868,38 +1090,45 @@ class _BybitPrivate:
     def _cancel(self, b: dict[str, Any]) -> tuple[int, Any]:
         o = self._find(b)
         if o is None or not o.is_open:
+            if b.get("category") == "spot":
+                return self._err("Order does not exist.", 170213)
             return self._err("order not exists or too late to cancel", 110001)
         o.status, o.updated_ms = "cancelled", _now_ms()
         return self._ok({**self._ack_tpl, "orderId": o.oid, "orderLinkId": o.cid})
 
     def _select(self, q: dict[str, str], *, open_: bool) -> list[FakeOrder]:
+        cat = q.get("category")
         rows = [
             o
             for o in self.engine.orders.values()
             if o.is_open == open_
-            and (q.get("symbol") in (None, o.symbol))
+            and self.category(o.symbol) == cat
+            and (q.get("symbol") in (None, self.raw(o.symbol)))
             and (q.get("orderId") in (None, o.oid))
             and (q.get("orderLinkId") in (None, o.cid))
         ]
         return sorted(rows, key=lambda o: (o.created_ms, o.oid), reverse=True)
 
     def _realtime(self, q: dict[str, str]) -> tuple[int, Any]:
-        """``openOnly`` 0 (default): open orders only; 1: the recent closed ones."""
-        if q.get("category") != "linear":
+        """``openOnly`` 0 (default): open orders only; 1: the recent closed ones. Linear
+        needs a symbol, settleCoin or baseCoin; spot lists every symbol without one."""
+        cat = q.get("category")
+        if cat not in ("linear", "spot"):
             return self._err("params error: category is invalid")
-        if not (q.get("symbol") or q.get("settleCoin") or q.get("baseCoin")):
+        if cat == "linear" and not (q.get("symbol") or q.get("settleCoin") or q.get("baseCoin")):
             return self._err("symbol or settleCoin or baseCoin is required", 10001)
         rows = self._select(q, open_=q.get("openOnly", "0") == "0")
         page = self._page([self._order_row(o) for o in rows], q, 20, 50)
-        return self._ok({**page, "category": "linear"})
+        return self._ok({**page, "category": cat})
 
     def _history(self, q: dict[str, str]) -> tuple[int, Any]:
         """Closed orders (filled, cancelled, rejected), newest first."""
-        if q.get("category") != "linear":
+        cat = q.get("category")
+        if cat not in ("linear", "spot"):
             return self._err("params error: category is invalid")
         rows = self._select(q, open_=False)
         page = self._page([self._order_row(o) for o in rows], q, 20, 50)
-        return self._ok({**page, "category": "linear"})
+        return self._ok({**page, "category": cat})
 
     def _window(self, q: dict[str, str]) -> tuple[int, int] | str:
         """Bybit's 7-day rule: neither → the last 7 days; startTime alone → 7 days from it;
@@ -919,7 +1148,10 @@ class _BybitPrivate:
         return start, end
 
     def _executions(self, q: dict[str, str]) -> tuple[int, Any]:
-        if q.get("category") != "linear":
+        """Own trades of ``category`` (linear or spot). Spot rows: ``execFee`` in the coin
+        received (``feeCurrency``: the base on a buy, USDT on a sell), no mark/index."""
+        cat = q.get("category")
+        if cat not in ("linear", "spot"):
             return self._err("params error: category is invalid")
         win = self._window(q)
         if isinstance(win, str):
@@ -928,12 +1160,17 @@ class _BybitPrivate:
         rows: list[dict[str, Any]] = []
         if q.get("execType", "Trade") == "Trade":
             for f in self.engine.fills:
-                if q.get("symbol") not in (None, f["symbol"]) or not lo <= f["ts"] <= hi:
+                sym = self.raw(f["symbol"])
+                if self.category(f["symbol"]) != cat:
                     continue
-                rate = self.engine.maker_rate if f["maker"] else self.engine.taker_rate
+                if q.get("symbol") not in (None, sym) or not lo <= f["ts"] <= hi:
+                    continue
+                rate = f["rate"]
                 row = copy.deepcopy(self._exec_tpl)
+                spot = cat == "spot"
+                mark = "" if spot else _s(self.engine.mark(f["symbol"]))
                 row.update(
-                    symbol=f["symbol"],
+                    symbol=sym,
                     orderId=f["oid"],
                     orderLinkId=f["cid"],
                     side="Buy" if f["side"] == "buy" else "Sell",
@@ -950,9 +1187,10 @@ class _BybitPrivate:
                     execTime=str(f["ts"]),
                     isMaker=f["maker"],
                     feeRate=_s(rate),
-                    markPrice=_s(self.engine.mark(f["symbol"])),
-                    indexPrice=_s(self.engine.mark(f["symbol"])),
-                    closedSize=_s(f["qty"]) if f["pnl"] else "0",
+                    feeCurrency=f["fee_ccy"],
+                    markPrice=mark,
+                    indexPrice=mark,
+                    closedSize="" if spot else (_s(f["qty"]) if f["pnl"] else "0"),
                     seq=int(f["trade_id"]),
                 )
                 rows.append(row)
@@ -1017,7 +1255,7 @@ class _BybitPrivate:
             (
                 (o.qty - o.filled) * (o.price or 0) / e.leverage.get(o.symbol, 10)
                 for o in e.orders.values()
-                if o.is_open
+                if o.is_open and e.spot_of(o.symbol) is None
             ),
             Decimal(0),
         )
@@ -1034,8 +1272,35 @@ class _BybitPrivate:
             totalOrderIM=_s(ord_im),
             cumRealisedPnl="0",
         )
+        coins = [usdt]
+        usdt_locked = e.spot_locked("USDT")  # open spot buys hold their USDT
+        usdt.update(
+            locked=_s(usdt_locked),
+            availableToWithdraw=_s(equity - pos_im - ord_im - usdt_locked),
+        )
+        for c, bal in sorted(e.coins.items()):
+            if bal == 0:
+                continue
+            tpl = next((x for x in self._wallet_tpl["coin"] if x["coin"] == c), None)
+            row = copy.deepcopy(tpl or self._wallet_tpl["coin"][0])
+            locked = e.spot_locked(c)
+            mark = next((e.mark(k) for k in e.books if self._spot_of(k) == (c, "USDT")), Decimal(0))
+            row.update(
+                coin=c,
+                walletBalance=_s(bal),
+                equity=_s(bal),
+                usdValue=_s(bal * mark),
+                locked=_s(locked),
+                availableToWithdraw=_s(bal - locked),
+                borrowAmount="0",
+                accruedInterest="0",
+                spotBorrow="0",
+                unrealisedPnl="0",
+                cumRealisedPnl="0",
+            )
+            coins.append(row)
         acct.update(
-            coin=[usdt],
+            coin=coins,
             totalEquity=_s(equity),
             totalWalletBalance=_s(e.wallet),
             totalMarginBalance=_s(equity),
@@ -1136,12 +1401,20 @@ class _OKXPrivate:
         self.api_key, self.api_secret, self.passphrase = api_key, api_secret, passphrase
         self._faults: dict[str, collections.deque[Fault]] = {}
         self.swaps = {x["instId"]: x for x in self.instruments["SWAP"]["data"]}
+        self.spots = {x["instId"]: x for x in self.instruments["SPOT"]["data"]}
+        # the recorded Lv1 SPOT fee rates (http_get_trade_fee_response: maker −0.0008, taker
+        # −0.001; negative = charged)
+        spot_fee = other_venue("okx", "http_get_trade_fee_response")["data"][0]
+        assert spot_fee["instType"] == "SPOT"
         # OKX Lv1 USDT-margined swap fees (maker 0.02 %, taker 0.05 %): no recording here
         self.engine = Matching(
             maker_rate=Decimal("0.0002"),
             taker_rate=Decimal("0.0005"),
             wallet=Decimal(wallet_usdt),
-            mult=lambda s: Decimal(self.swaps[s]["ctVal"]),
+            mult=lambda s: Decimal(self.swaps[s]["ctVal"]) if s in self.swaps else Decimal(1),
+            spot_of=self._spot_of,
+            spot_maker_rate=-Decimal(spot_fee["maker"]),
+            spot_taker_rate=-Decimal(spot_fee["taker"]),
         )
         self._order_tpl = other_venue("okx", "http_get_orders_pending")["data"][0]
         self._ack_tpl = other_venue("okx", "http_place_order_response")
@@ -1193,16 +1466,34 @@ class _OKXPrivate:
         """``net_mode`` (one-way) or ``long_short_mode`` (hedge: set ``engine.hedge``)."""
         return "long_short_mode" if self.engine.hedge else "net_mode"
 
+    def _spot_of(self, inst_id: str) -> tuple[str, str] | None:
+        x = self.spots.get(inst_id)
+        return None if x is None else (str(x["baseCcy"]), str(x["quoteCcy"]))
+
+    def inst_type(self, inst_id: str) -> str:
+        """``SPOT`` or ``SWAP``."""
+        return "SPOT" if inst_id in self.spots else "SWAP"
+
     # -- test controls ------------------------------------------------------------------
-    def set_book(self, inst_id: str, bid: str, ask: str) -> None:
-        """Best bid/ask of ``inst_id`` (resting orders the quotes cross fill)."""
+    def set_book(self, inst_id: str, bid: str, ask: str, *, spot: bool = False) -> None:
+        """Best bid/ask of ``inst_id`` (resting orders the quotes cross fill; ``spot`` is
+        only for symmetry with Bybit: OKX's spot ids differ from its swaps')."""
         with self._lock:
             self.engine.set_book(inst_id, bid, ask)
 
-    def trade(self, inst_id: str, price: str, contracts: str) -> None:
-        """A public trade of ``contracts`` at ``price``: resting orders at or through it fill."""
+    def trade(self, inst_id: str, price: str, contracts: str, *, spot: bool = False) -> None:
+        """A public trade of ``contracts`` (spot: base units) at ``price``: resting orders at
+        or through it fill."""
         with self._lock:
             self.engine.trade(inst_id, price, contracts)
+
+    def deposit(self, coin: str, amount: str) -> None:
+        """Credit ``amount`` of ``coin`` to the trading account."""
+        with self._lock:
+            if coin == "USDT":
+                self.engine.wallet += Decimal(amount)
+            else:
+                self.engine.coins[coin] = self.engine.coins.get(coin, Decimal(0)) + Decimal(amount)
 
     def settle_funding(self, inst_id: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
         """Funding settlement on ``inst_id``'s positions; the amounts booked (+ received)."""
@@ -1264,12 +1555,23 @@ class _OKXPrivate:
             side=o.side,
             state=OKX_STATE[o.status],
             cancelSource="1" if o.status == "cancelled" else "",
-            sz=_s(o.qty),
+            sz=_s(o.quote_qty if o.quote_qty is not None else o.qty),
             tdMode="cross",
             uTime=str(o.updated_ms),
         )
         if o.kind == "limit" and o.tif == "IOC":
             row["ordType"] = "ioc"
+        if o.symbol in self.spots:  # cash spot: no leverage or position side
+            row.update(
+                instType="SPOT",
+                tdMode="cash",
+                posSide="",
+                lever="",
+                ccy="",
+                tgtCcy=o.market_unit,
+                feeCcy=o.fee_ccy,
+                rebateCcy=self.spots[o.symbol]["quoteCcy"],
+            )
         return row
 
     def _ack(self, o_id: str, cid: str, code: str = "0", msg: str = "") -> dict[str, Any]:
@@ -1283,7 +1585,42 @@ class _OKXPrivate:
         }
 
     # -- routes -------------------------------------------------------------------------
+    def _check_spot(self, b: dict[str, Any]) -> tuple[str, str] | None:
+        """A cash spot order (v5 *Place order*: ``tdMode`` cash, no ``posSide``; a market
+        buy's ``sz`` is quote unless ``tgtCcy`` = base_ccy, a market sell's base unless
+        quote_ccy; a base ``sz`` on ``lotSz`` and ≥ ``minSz``)."""
+        inst = self.spots[str(b["instId"])]
+        cid = str(b.get("clOrdId") or "")
+        if cid and not OKX_CL_ORD_ID.match(cid):
+            return "51000", "Parameter clOrdId error"
+        if b.get("tdMode") != "cash":
+            return "51000", "Parameter tdMode error"
+        if b.get("posSide") not in (None, ""):
+            return "51000", "Parameter posSide error"
+        if cid and any(o.cid == cid for o in self.engine.orders.values()):
+            return "51016", "Duplicated clOrdId"
+        if not self._spot_quote_sized(b):
+            sz = Decimal(str(b.get("sz", "0")))
+            if sz < Decimal(inst["minSz"]):
+                return "51020", "Order amount should be greater than the min available amount."
+            if sz % Decimal(inst["lotSz"]) != 0:
+                return "51121", "Order quantity must be a multiple of the lot size."
+        if b.get("ordType") != "market":
+            px = Decimal(str(b.get("px", "0")))
+            if px <= 0 or px % Decimal(inst["tickSz"]) != 0:
+                return "51000", "Parameter px error"
+        return None
+
+    @staticmethod
+    def _spot_quote_sized(b: dict[str, Any]) -> bool:
+        if b.get("ordType") != "market":
+            return False
+        tgt = b.get("tgtCcy") or ("quote_ccy" if b.get("side") == "buy" else "base_ccy")
+        return bool(tgt == "quote_ccy")
+
     def _check(self, b: dict[str, Any]) -> tuple[str, str] | None:
+        if str(b.get("instId")) in self.spots:
+            return self._check_spot(b)
         inst = self.swaps.get(str(b.get("instId")))
         if inst is None:
             return "51001", "Instrument ID does not exist."
@@ -1323,9 +1660,19 @@ class _OKXPrivate:
                     if price is not None
                     else self.engine.books[inst_id][1 if side == "buy" else 0]
                 )
-                lev = self.engine.leverage.get(inst_id, 10)
-                if sz * self.engine.mult(inst_id) * px_ref / lev > self.engine.wallet:
-                    bad = ("51008", "Order failed. Insufficient USDT margin in account")
+                quote_sz: Decimal | None = None
+                pair = self._spot_of(inst_id)
+                if pair is not None:
+                    if self._spot_quote_sized(b):  # base = quote / top, down to lotSz
+                        lot = Decimal(self.spots[inst_id]["lotSz"])
+                        quote_sz, sz = sz, (sz / px_ref / lot).to_integral_value(ROUND_DOWN) * lot
+                    coin, need = (pair[1], sz * px_ref) if side == "buy" else (pair[0], sz)
+                    if need > self.engine.balance(coin) - self.engine.spot_locked(coin):
+                        bad = ("51008", f"Order failed. Insufficient {coin} balance in account")
+                else:
+                    lev = self.engine.leverage.get(inst_id, 10)
+                    if sz * self.engine.mult(inst_id) * px_ref / lev > self.engine.wallet:
+                        bad = ("51008", "Order failed. Insufficient USDT margin in account")
             if bad is not None:
                 failed += 1
                 out.append(self._ack("", str(b.get("clOrdId") or ""), *bad))
@@ -1345,6 +1692,8 @@ class _OKXPrivate:
                 pos_side=str(b.get("posSide") or "net"),
                 created_ms=now,
                 updated_ms=now,
+                quote_qty=quote_sz,
+                market_unit=str(b.get("tgtCcy") or ""),
             )
             self.engine.orders[o.oid] = o
             self.engine.match_new(o)
@@ -1364,7 +1713,7 @@ class _OKXPrivate:
         return None
 
     def _get_order(self, q: dict[str, str]) -> tuple[int, Any]:
-        if q.get("instId") not in self.swaps:
+        if q.get("instId") not in self.swaps and q.get("instId") not in self.spots:
             return self._err("51001", "Instrument ID does not exist.")
         o = self._find(q)
         if o is None:
@@ -1392,7 +1741,7 @@ class _OKXPrivate:
             for o in self.engine.orders.values()
             if o.is_open
             and q.get("instId") in (None, o.symbol)
-            and q.get("instType") in (None, "SWAP")
+            and q.get("instType") in (None, self.inst_type(o.symbol))
         ]
         rows.sort(key=lambda o: (o.created_ms, o.oid), reverse=True)
         limit = min(int(q.get("limit", OKX_MAX_LIMIT)), OKX_MAX_LIMIT)
@@ -1408,7 +1757,8 @@ class _OKXPrivate:
         rows = []
         for f in self.engine.fills:
             bill = int(f["trade_id"]) + 600_000_000
-            if q.get("instId") not in (None, f["symbol"]) or q["instType"] != "SWAP":
+            kind = self.inst_type(f["symbol"])
+            if q.get("instId") not in (None, f["symbol"]) or q["instType"] != kind:
                 continue
             if (begin is not None and f["ts"] < begin) or (end is not None and f["ts"] > end):
                 continue
@@ -1416,7 +1766,7 @@ class _OKXPrivate:
                 continue
             row = copy.deepcopy(self._fill_tpl)
             row.update(
-                instType="SWAP",
+                instType=kind,
                 instId=f["symbol"],
                 tradeId=f["trade_id"],
                 ordId=f["oid"],
@@ -1428,9 +1778,9 @@ class _OKXPrivate:
                 fillIdxPx=_s(self.engine.mark(f["symbol"])),
                 fillPnl=_s(f["pnl"]),
                 side=f["side"],
-                posSide=f["pos_side"],
+                posSide="" if kind == "SPOT" else f["pos_side"],
                 execType="M" if f["maker"] else "T",
-                feeCcy="USDT",
+                feeCcy=f["fee_ccy"],  # spot: the coin received (the base on a buy)
                 fee=_s(-f["fee"]),
                 ts=str(f["ts"]),
                 fillTime=str(f["ts"]),
@@ -1504,7 +1854,7 @@ class _OKXPrivate:
                 * (o.price or 0)
                 / e.leverage.get(o.symbol, 10)
                 for o in e.orders.values()
-                if o.is_open
+                if o.is_open and e.spot_of(o.symbol) is None
             ),
             Decimal(0),
         )
@@ -1528,7 +1878,38 @@ class _OKXPrivate:
             availEq=_s(eq - im - frozen),
             uTime=now,
         )
-        acct.update(details=[usdt], totalEq=_s(eq), isoEq="0", uTime=now)
+        usdt_locked = e.spot_locked("USDT")
+        usdt.update(
+            frozenBal=_s(im + frozen + usdt_locked),
+            ordFrozen=_s(frozen + usdt_locked),
+            availBal=_s(e.wallet - im - frozen - usdt_locked),
+            availEq=_s(eq - im - frozen - usdt_locked),
+        )
+        details = [usdt]
+        for c, bal in sorted(e.coins.items()):  # spot coins: eq = cashBal, no margin
+            if bal == 0:
+                continue
+            locked = e.spot_locked(c)
+            mark = next((e.mark(k) for k in e.books if self._spot_of(k) == (c, "USDT")), Decimal(0))
+            row = copy.deepcopy(acct["details"][0])
+            row.update(
+                ccy=c,
+                cashBal=_s(bal),
+                eq=_s(bal),
+                eqUsd=_s(bal * mark),
+                disEq=_s(bal * mark),
+                upl="0",
+                isoEq="0",
+                isoUpl="0",
+                frozenBal=_s(locked),
+                ordFrozen=_s(locked),
+                imr="0",
+                availBal=_s(bal - locked),
+                availEq=_s(bal - locked),
+                uTime=now,
+            )
+            details.append(row)
+        acct.update(details=details, totalEq=_s(eq), isoEq="0", uTime=now)
         return self._ok([acct])
 
     def _bills(self, q: dict[str, str]) -> tuple[int, Any]:
@@ -1786,7 +2167,7 @@ class FakeOKX(_OKXPrivate, _Loopback):
         swaps["data"].append(_okx_hype_instrument(eth))
         self.instruments: dict[str, dict[str, Any]] = {
             "SWAP": swaps,
-            "SPOT": other_venue("okx", "http_get_instruments_spot"),
+            "SPOT": self._spot_instruments(),
             "FUTURES": other_venue("okx", "http_get_instruments_futures"),
             "OPTION": other_venue("okx", "http_get_instruments_option"),
         }
@@ -1836,6 +2217,16 @@ class FakeOKX(_OKXPrivate, _Loopback):
             "/api/v5/public/funding-rate-history": self._funding_history,
         }
         self._init_private(api_key, api_secret, passphrase, wallet_usdt)
+
+    @staticmethod
+    def _spot_instruments() -> dict[str, Any]:
+        """The recorded ``http_get_instruments_spot.json`` (5 USD pairs) and the real SPOT
+        list of the cryptofeed capture (513 pairs, BTC-USDT among them), by instId."""
+        rec = other_venue("okx", "http_get_instruments_spot")
+        known = {x["instId"] for x in rec["data"]}
+        cap = cryptofeed_http(OKX_CAPTURE, "instType=SPOT")["data"]
+        rec["data"] += [x for x in cap if x["instId"] not in known]
+        return dict(rec)
 
     def _recorded_oi(self) -> dict[str, dict[str, Any]]:
         """oiUsd of the real OKX snapshot in multivenue/open_interest.parquet; oiCcy = oiUsd /

@@ -7,7 +7,12 @@ orders, and shape each answer from the recorded responses in
 Expected numbers are worked out by hand in the comments. Fees: Bybit the recorded BTCUSDT
 rates (maker 0.01 %, taker 0.06 %), OKX maker 0.02 %, taker 0.05 %. OKX swaps trade in
 contracts: BTC-USDT-SWAP ``ctVal`` = 0.01 BTC (the recorded instrument), so 0.05 BTC is
-5 contracts on the wire."""
+5 contracts on the wire.
+
+Spot legs (the carry's long leg, same key and unified account): Bybit ``category=spot``, OKX
+``instType=SPOT``; fees in the coin received (a buy's in BTC), Bybit 0.1 %, OKX maker
+0.08 % / taker 0.1 %; then a short-perp / long-spot pair through ``open_spot_perp_venue``
+and the runner entering and exiting one pair."""
 
 from __future__ import annotations
 
@@ -21,10 +26,16 @@ from typing import Any
 
 import pytest
 
-from perpdesk.domain import Order, OrderType, PositionSide, Side
-from perpdesk.execution.ccxt_live import LiveVenue, engine_client_id, venue_client_id
+from perpdesk.domain import Order, OrderType, PositionSide, Side, Trade
+from perpdesk.execution.ccxt_live import (
+    LiveVenue,
+    engine_client_id,
+    open_spot_perp_venue,
+    venue_client_id,
+)
 from perpdesk.execution.orders import DuplicateClientIdError, RetryPolicy
 from perpdesk.execution.protocol import OrderStatus, Venue, VenueError
+from perpdesk.live.runner import CarrySignal
 from perpdesk.secrets import SecretError
 from tests.fake_exchange import Fault
 from tests.fake_venues import FakeBybit, FakeOKX, bybit_rate_limited, okx_rate_limited
@@ -518,3 +529,483 @@ def test_a_client_id_too_long_for_okx_is_refused_before_sending() -> None:
             assert posts(fake, OKX.create) == []
 
         run(OKX, fake, body)
+
+
+# ------------------------------------------------------------------------------ spot legs
+# The carry's spot leg trades from the same unified account and key: a second ccxt client of
+# the same id restricted to the spot markets (``LiveVenue(..., spot=True)``). Spot fees are
+# charged in the coin received — a buy's in BTC, a sell's in USDT — and booked in USD at the
+# fill price. Fakes: Bybit 0.1 % maker and taker (non-VIP spot), OKX the recorded Lv1 spot
+# rates (maker 0.08 %, taker 0.1 %).
+SPOT_ID = {"bybit": "BTCUSDT", "okx": "BTC-USDT"}
+SPOT_MAKER = {"bybit": Decimal("0.001"), "okx": Decimal("0.0008")}
+SPOT_TAKER = {"bybit": Decimal("0.001"), "okx": Decimal("0.001")}
+PERP_LOT = {"bybit": Decimal("0.001"), "okx": Decimal("0.01")}
+
+
+def spot_order(v: V, cid: str, side: Side, qty: float, px: float | None = None) -> Order:
+    if px is None:
+        return Order(cid, v.venue, "BTCUSDT.SPOT", side, qty)
+    return Order(cid, v.venue, "BTCUSDT.SPOT", side, qty, OrderType.LIMIT, price=px)
+
+
+def spot_posts(v: V, fake: FakeBybit | FakeOKX) -> list[dict[str, Any]]:
+    """Order bodies sent to the spot market (Bybit category spot, OKX instId BTC-USDT)."""
+    sent = posts(fake, v.create)
+    if v.venue == "bybit":
+        return [b for b in sent if b.get("category") == "spot"]
+    return [b for b in sent if b.get("instId") == SPOT_ID["okx"]]
+
+
+def test_spot_orders_balances_and_own_trades(vf: Any) -> None:
+    v, fake = vf
+    fake.set_book(SPOT_ID[v.venue], "50000.0", "50000.1", spot=True)
+
+    async def body(venue: LiveVenue) -> None:
+        assert venue.spot
+        inst = await venue.instruments()
+        assert "BTCUSDT" not in inst  # spot markets only
+        s = inst["BTCUSDT.SPOT"]
+        # Bybit spot BTCUSDT: tickSize 0.1, basePrecision 0.000001; OKX BTC-USDT: tickSz
+        # 0.1, lotSz 0.00000001 (the captured instrument lists)
+        lot = 0.000001 if v.venue == "bybit" else 0.00000001
+        assert (s.kind.value, s.base, s.quote, s.tick_size, s.lot_size) == (
+            "spot",
+            "BTC",
+            "USDT",
+            0.1,
+            lot,
+        )
+        assert s.funding_interval_h == 0
+
+        # a resting limit buy by client id: 0.01 BTC at 49,000 holds 490 USDT
+        st = await venue.place(spot_order(v, "spot.b-1", Side.BUY, 0.01, 49000.0))
+        assert st.status is OrderStatus.NEW and st.venue_order_id
+        (sent,) = spot_posts(v, fake)
+        wire_cid = "spot_db-1" if v.venue == "bybit" else "spotQdbQh1"
+        assert (sent[v.cid_field], str(sent[v.qty_field])) == (wire_cid, "0.01")
+        # no perp parameters on a spot order; OKX trades cash spot
+        assert not {"reduceOnly", "positionIdx", "posSide"} & set(sent)
+        if v.venue == "okx":
+            assert sent["tdMode"] == "cash"
+        q = await venue.query("spot.b-1", "BTCUSDT.SPOT")
+        assert q is not None and (q.status, q.qty_base, q.price) == (
+            OrderStatus.NEW,
+            Decimal("0.01"),
+            Decimal("49000"),
+        )
+        assert [o.client_order_id for o in await venue.open_orders()] == ["spot.b-1"]
+        assert (await venue.balances())["USDT"].free == Decimal("9510")  # 10,000 − 490
+        assert (await venue.cancel("spot.b-1", "BTCUSDT.SPOT")).status is OrderStatus.CANCELED
+        assert await venue.open_orders() == []
+        assert await venue.positions() == []
+
+        # market buy 0.02 BTC at the ask 50,000.1: sized in base units on the wire (Bybit
+        # marketUnit baseCoin, OKX tgtCcy base_ccy — else the venue reads 0.02 USDT)
+        t0_ns = time.time_ns() - 1_000_000
+        m = await venue.place(spot_order(v, "m-1", Side.BUY, 0.02))
+        assert (m.status, m.filled_base, m.avg_price) == (
+            OrderStatus.FILLED,
+            Decimal("0.02"),
+            Decimal("50000.1"),
+        )
+        sent = spot_posts(v, fake)[-1]
+        unit = ("marketUnit", "baseCoin") if v.venue == "bybit" else ("tgtCcy", "base_ccy")
+        assert (str(sent[v.qty_field]), sent[unit[0]]) == ("0.02", unit[1])
+        assert "price" not in sent and "px" not in sent
+        # fee 0.02 × 0.1 % = 0.00002 BTC (taker, both venues): 0.01998 BTC held
+        (pos,) = await venue.positions()
+        assert (pos.symbol, pos.position_side, pos.qty_base) == (
+            "BTCUSDT.SPOT",
+            PositionSide.BOTH,
+            Decimal("0.01998"),
+        )
+        bal = await venue.balances()
+        # USDT: 10,000 − 0.02 × 50,000.1 = 8,999.998
+        assert (bal["USDT"].total, bal["BTC"].total) == (Decimal("8999.998"), Decimal("0.01998"))
+
+        # market sell 0.01 at the bid 50,000.0: fee 500 × 0.1 % = 0.5 USDT
+        s2 = await venue.place(spot_order(v, "m-2", Side.SELL, 0.01))
+        assert (s2.status, s2.filled_base, s2.avg_price) == (
+            OrderStatus.FILLED,
+            Decimal("0.01"),
+            Decimal("50000.0"),
+        )
+        # a resting sell of 0.005 at 50,100 filled by a public trade there (maker): fee
+        # 0.005 × 50,100 × maker = Bybit 0.2505, OKX 0.2004 USDT
+        await venue.place(spot_order(v, "l-2", Side.SELL, 0.005, 50100.0))
+        fake.trade(SPOT_ID[v.venue], "50100.0", "0.005", spot=True)
+        (pos,) = await venue.positions()
+        assert pos.qty_base == Decimal("0.00498")  # 0.01998 − 0.01 − 0.005
+        maker_fee = Decimal("0.005") * 50100 * SPOT_MAKER[v.venue]
+        assert maker_fee == {"bybit": Decimal("0.2505"), "okx": Decimal("0.2004")}[v.venue]
+        # USDT: 8,999.998 + 500 − 0.5 + 250.5 − maker fee
+        usdt = Decimal("8999.998") + 500 - Decimal("0.5") + Decimal("250.5") - maker_fee
+        assert (await venue.balances())["USDT"].total == usdt
+
+        # own trades with the exchange's trade ids; the buy's fee (0.00002 BTC) in USD at
+        # its fill price: 0.00002 × 50,000.1 = 1.000002
+        ex = await venue.executions_since(t0_ns)
+        assert [(e.client_order_id, e.side, e.qty_base, e.price, e.fee_usd) for e in ex] == [
+            ("m-1", Side.BUY, Decimal("0.02"), Decimal("50000.1"), Decimal("1.000002")),
+            ("m-2", Side.SELL, Decimal("0.01"), Decimal("50000.0"), Decimal("0.5")),
+            ("l-2", Side.SELL, Decimal("0.005"), Decimal("50100"), maker_fee),
+        ]
+        assert [e.liquidity.value for e in ex] == ["taker", "taker", "maker"]
+        assert [e.symbol for e in ex] == ["BTCUSDT.SPOT"] * 3
+        ids = [f["trade_id"] for f in fake.engine.fills]
+        if v.venue == "bybit":  # execId
+            ids = [f"e0cbe81d-0f18-5866-9415-{int(i):012d}" for i in ids]
+        assert [e.trade_id for e in ex] == ids and len(set(ids)) == 3
+        assert [e.venue_order_id for e in ex][:2] == [m.venue_order_id, s2.venue_order_id]
+        # the perp side saw nothing; spot has no funding and no leverage
+        assert fake.engine.positions == {}
+        assert await venue.funding_payments(0) == []
+        with pytest.raises(VenueError):
+            await venue.set_leverage("BTCUSDT.SPOT", 2)
+
+    run(v, fake, body, spot=True)
+
+
+def test_spot_refusals_and_duplicate_client_ids(vf: Any) -> None:
+    v, fake = vf
+    fake.set_book(SPOT_ID[v.venue], "50000.0", "50000.1", spot=True)
+
+    async def body(venue: LiveVenue) -> None:
+        # selling BTC the account does not hold: Bybit 170131, OKX 51008 (no borrowing)
+        st = await venue.place(spot_order(v, "x-1", Side.SELL, 0.01))
+        assert st.status is OrderStatus.REJECTED
+        assert ("170131" if v.venue == "bybit" else "51008") in st.reason
+        # 20,000 USDT of BTC with 10,000 USDT
+        st = await venue.place(spot_order(v, "x-2", Side.BUY, 0.4, 50000.0))
+        assert st.status is OrderStatus.REJECTED
+        # below the venue's minimum: Bybit minOrderAmt 5 USDT (0.00005 × 50,000 = 2.5);
+        # OKX minSz 0.00001 BTC
+        small = 0.00005 if v.venue == "bybit" else 0.000005
+        st = await venue.place(spot_order(v, "x-3", Side.BUY, small, 50000.0))
+        assert st.status is OrderStatus.REJECTED
+        assert ("170140" if v.venue == "bybit" else "51020") in st.reason
+        assert fake.engine.orders == {}
+        # a spot order reusing a client id: Bybit 170141 (spot's code), OKX 51016
+        first = await venue.place(spot_order(v, "d-1", Side.BUY, 0.01, 49000.0))
+        assert first.status is OrderStatus.NEW
+        assert venue.orders is not None
+        with pytest.raises(DuplicateClientIdError) as ei:
+            await venue.orders.transport.send(spot_order(v, "d-1", Side.BUY, 0.01, 48000.0))
+        assert ("170141" if v.venue == "bybit" else "51016") in str(ei.value)
+        assert len(fake.orders_with_client_id(venue_client_id(v.venue, "d-1"))) == 1
+
+    run(v, fake, body, spot=True)
+
+
+def test_spot_market_buy_without_a_base_unit_is_sized_in_quote(vf: Any) -> None:
+    """The fakes read a spot market buy's size as the venues do when no unit is named: USDT
+    to spend (Bybit ``marketUnit`` absent, OKX ``tgtCcy`` absent). A raw request for "100"
+    buys 100 / 50,000.1 = 0.0019999960… BTC, down to the lot: Bybit 0.001999 (basePrecision
+    0.000001), OKX 0.00199999 (lotSz 0.00000001) — which is why the venue names the base
+    unit (test above)."""
+    v, fake = vf
+    fake.set_book(SPOT_ID[v.venue], "50000.0", "50000.1", spot=True)
+
+    async def body(venue: LiveVenue) -> None:
+        if v.venue == "bybit":
+            req = {"category": "spot", "symbol": "BTCUSDT", "side": "Buy"}
+            await venue.ex.privatePostV5OrderCreate({**req, "orderType": "Market", "qty": "100"})
+        else:
+            req = {"instId": "BTC-USDT", "tdMode": "cash", "side": "buy"}
+            await venue.ex.privatePostTradeOrder({**req, "ordType": "market", "sz": "100"})
+        (pos,) = await venue.positions()
+        bought = Decimal("0.001999") if v.venue == "bybit" else Decimal("0.00199999")
+        assert pos.qty_base == bought - bought * SPOT_TAKER[v.venue]  # less the BTC fee
+
+    run(v, fake, body, spot=True)
+
+
+def test_carry_pair_through_open_spot_perp_venue(vf: Any) -> None:
+    """Short perp + long spot of BTC on one key through :func:`open_spot_perp_venue` (what
+    ``perpdesk run --live --venue bybit|okx`` opens). Perp 50,000.0 / 50,000.1, spot
+    50,010.0 / 50,010.1; 0.05 BTC a leg."""
+    v, fake = vf
+    fake.set_book(SPOT_ID[v.venue], "50010.0", "50010.1", spot=True)
+
+    async def open_() -> Any:
+        return await open_spot_perp_venue(
+            v.venue,
+            environ=v.env,
+            dotenv_path=None,
+            api_url=fake.url,
+            timeout_ms=1000,
+            enable_rate_limit=False,
+            retry=RetryPolicy(base_delay_s=0.01, max_delay_s=0.05, settle_s=0.05),
+        )
+
+    async def main() -> None:
+        venue = await open_()
+        try:
+            assert isinstance(venue, Venue) and venue.shared_account
+            assert venue.venue_id == v.venue
+            inst = await venue.instruments()
+            assert (inst["BTCUSDT"].kind.value, inst["BTCUSDT.SPOT"].kind.value) == (
+                "perp",
+                "spot",
+            )
+            t0_ns = time.time_ns() - 1_000_000
+            perp = await venue.place(market(v, "c-1-P-BTCUSDT", Side.SELL, 0.05))
+            spot = await venue.place(spot_order(v, "c-1-S-BTCUSDT", Side.BUY, 0.05))
+            # the short at the perp bid 50,000.0, the spot buy at the spot ask 50,010.1
+            assert (perp.status, perp.filled_base, perp.avg_price) == (
+                OrderStatus.FILLED,
+                Decimal("0.05"),
+                Decimal("50000.0"),
+            )
+            assert (spot.status, spot.filled_base, spot.avg_price) == (
+                OrderStatus.FILLED,
+                Decimal("0.05"),
+                Decimal("50010.1"),
+            )
+            sent = posts(fake, v.create)
+            if v.venue == "bybit":
+                assert [(b["category"], b["qty"]) for b in sent] == [
+                    ("linear", "0.05"),
+                    ("spot", "0.05"),
+                ]
+            else:  # 5 contracts of 0.01 BTC; 0.05 BTC
+                assert [(b["instId"], b["sz"]) for b in sent] == [
+                    ("BTC-USDT-SWAP", "5"),
+                    ("BTC-USDT", "0.05"),
+                ]
+            pos = {p.symbol: p.qty_base for p in await venue.positions()}
+            # spot: 0.05 − 0.05 × 0.1 % (the fee in BTC) = 0.04995
+            assert pos == {"BTCUSDT": Decimal("-0.05"), "BTCUSDT.SPOT": Decimal("0.04995")}
+            assert abs(pos["BTCUSDT"] + pos["BTCUSDT.SPOT"]) < PERP_LOT[v.venue]
+            # fees in USD: perp 0.05 × 50,000 × taker (Bybit 1.5, OKX 1.25); spot 0.00005 BTC
+            # × 50,010.1 = 2.500505
+            perp_fee = Decimal("0.05") * 50000 * TAKER[v.venue]
+            ex = await venue.executions_since(t0_ns)
+            assert [(e.symbol, e.client_order_id, e.side, e.qty_base, e.fee_usd) for e in ex] == [
+                ("BTCUSDT", "c-1-P-BTCUSDT", Side.SELL, Decimal("0.05"), perp_fee),
+                ("BTCUSDT.SPOT", "c-1-S-BTCUSDT", Side.BUY, Decimal("0.05"), Decimal("2.500505")),
+            ]
+            # one unified account: each coin once, no "<asset>.SPOT" keys; USDT equity =
+            # 10,000 − perp fee − 0.05 × 50,010.1 + the short's unrealised PnL at the mid
+            # 50,000.05 (−0.05 × 0.05 = −0.0025)
+            bal = await venue.balances()
+            assert sorted(bal) == ["BTC", "USDT"]
+            want = Decimal(10000) - perp_fee - Decimal("2500.505") - Decimal("0.0025")
+            assert (bal["USDT"].total, bal["BTC"].total) == (want, Decimal("0.04995"))
+            assert await venue.open_orders() == []
+            # resting orders on both legs: each listed once, by its own leg
+            await venue.place(limit(v, "o-P", Side.SELL, 0.01, 51000.0))
+            await venue.place(spot_order(v, "o-S", Side.BUY, 0.01, 49000.0))
+            opened = sorted((o.client_order_id, o.symbol) for o in await venue.open_orders())
+            assert opened == [("o-P", "BTCUSDT"), ("o-S", "BTCUSDT.SPOT")]
+            assert [o.client_order_id for o in await venue.open_orders("BTCUSDT.SPOT")] == ["o-S"]
+            for cid, sym in opened:
+                assert (await venue.cancel(cid, sym)).status is OrderStatus.CANCELED
+            # closing: the account holds 0.04995 BTC, not the 0.05 bought. A plain sell of
+            # 0.05 is refused for want of BTC; a reduce-only one is cut to the holding
+            # (one balance read; reduceOnly itself is not sent to spot)
+            short = await venue.place(spot_order(v, "c-2-S-x", Side.SELL, 0.05))
+            assert short.status is OrderStatus.REJECTED
+            assert ("170131" if v.venue == "bybit" else "51008") in short.reason
+            back = await venue.place(market(v, "c-2-P-BTCUSDT", Side.BUY, 0.05, reduce_only=True))
+            out = await venue.place(
+                Order("c-2-S-BTCUSDT", v.venue, "BTCUSDT.SPOT", Side.SELL, 0.05, reduce_only=True)
+            )
+            assert back.status is out.status is OrderStatus.FILLED
+            assert (out.qty_base, out.filled_base) == (Decimal("0.04995"), Decimal("0.04995"))
+            last = spot_posts(v, fake)[-1]
+            assert str(last[v.qty_field]) == "0.04995" and "reduceOnly" not in last
+            # nothing held: a reduce-only spot sell is refused before anything is sent
+            n = len(posts(fake, v.create))
+            none = await venue.place(
+                Order("c-3-S-BTCUSDT", v.venue, "BTCUSDT.SPOT", Side.SELL, 0.01, reduce_only=True)
+            )
+            assert none.status is OrderStatus.REJECTED and "no BTC held" in none.reason
+            assert len(posts(fake, v.create)) == n
+            # a restarted process resending the cut exit: the venue's order, nothing sent
+            fresh = await open_()
+            try:
+                again = await fresh.place(
+                    Order(
+                        "c-2-S-BTCUSDT", v.venue, "BTCUSDT.SPOT", Side.SELL, 0.05, reduce_only=True
+                    )
+                )
+            finally:
+                await fresh.close()
+            assert (again.status, again.filled_base) == (OrderStatus.FILLED, Decimal("0.04995"))
+            assert len(posts(fake, v.create)) == n
+            assert await venue.positions() == []
+        finally:
+            await venue.close()
+
+    asyncio.run(main())
+
+
+# ---------------------------------------------------------------------- the runner, live
+class _Signals:
+    """Annualised funding per cycle (index = cycle, from 1; the last value repeats)."""
+
+    def __init__(self, ann_pct: list[float]) -> None:
+        self.ann_pct = ann_pct
+
+    async def signals(self, cycle: int) -> dict[str, CarrySignal]:
+        return {"BTCUSDT": CarrySignal(self.ann_pct[min(cycle, len(self.ann_pct) - 1)], 1e9)}
+
+
+def _ws_to_loopback(ex: Any, url: str) -> None:
+    """Point every websocket url of a ccxt.pro client at ``url``: the fakes serve REST only,
+    so the runner's trade and mark streams fail there (and back off) instead of reaching
+    the real exchange; prices are fed to the runner directly."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(x) for k, x in node.items()}
+        return url if isinstance(node, str) else node
+
+    ex.urls["api"]["ws"] = walk(ex.urls["api"]["ws"])
+
+
+@pytest.mark.parametrize("v", VENUES)
+def test_runner_enters_and_exits_a_carry_pair_live(v: V, tmp_path: Any) -> None:
+    """:class:`~perpdesk.live.runner.Runner` (live mode, orders enabled) for one enter and
+    one exit cycle over :func:`open_spot_perp_venue` against the fake. Default config:
+    bankroll 100,000 USD, carry 50 %, 10 slots, perp leverage 3: slot C = 5,000 USD, each
+    leg X = C·3/4 = 3,750 USD = 0.075 BTC at 50,000, on the lot grid of the coarser leg
+    (Bybit perp 0.001 → 0.075; OKX perp 0.01 BTC = 1 contract → 0.07). Run id "L": the
+    client ids ``L-1-P-BTCUSDT`` go to OKX as ``LQh1QhPQhBTCUSDT`` (16 ≤ 32)."""
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from perpdesk.live.runner import LiveExecutions, PairSpec, Runner, RunnerConfig
+    from perpdesk.risk.safeguards import Limits
+    from perpdesk.store import Ledger, init_db
+    from perpdesk.store.models import EventRow, FillRow
+    from perpdesk.strategies.carry import CarryRules
+
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+    init_db(url)
+    if v.venue == "bybit":
+        fake: FakeBybit | FakeOKX = FakeBybit(
+            NOW_MS, api_key=KEY, api_secret=SECRET, wallet_usdt="100000"
+        )
+    else:
+        fake = FakeOKX(
+            NOW_MS, api_key=KEY, api_secret=SECRET, passphrase=PHRASE, wallet_usdt="100000"
+        )
+    qty = Decimal("0.075") if v.venue == "bybit" else Decimal("0.07")
+    unit = Decimal(1) if v.venue == "bybit" else Decimal("0.01")  # perp base units per unit
+
+    async def sleep(s: float) -> None:  # stream backoff and retries, kept short
+        await asyncio.sleep(min(s, 0.05))
+
+    async def main() -> None:
+        venue = await open_spot_perp_venue(
+            v.venue,
+            environ=v.env,
+            dotenv_path=None,
+            api_url=fake.url,
+            timeout_ms=1000,
+            enable_rate_limit=False,
+            retry=RetryPolicy(max_attempts=3, base_delay_s=0.01, max_delay_s=0.05, settle_s=0.1),
+            sleep=sleep,
+            reconnect_delay_s=0.05,
+        )
+        for lv in (venue.perp, venue.spot):
+            _ws_to_loopback(lv.ex, fake.url.replace("http", "ws") + "/no-websocket")
+        ledger = Ledger(url)
+        cfg = RunnerConfig(
+            mode="live",
+            run_id="L",
+            pairs=(PairSpec("BTCUSDT", "BTCUSDT.SPOT"),),
+            cycle_s=0.01,
+            cycle_timeout_s=10.0,
+            leg_fill_timeout_s=2.0,
+            unwind_timeout_s=3.0,
+            poll_s=0.01,
+            require_warm_vpin=False,
+            snapshot_path=tmp_path / "state.json",
+        )
+        runner = Runner(
+            cfg,
+            LiveExecutions(venue, ["BTCUSDT", "BTCUSDT.SPOT"]),
+            ledger,
+            Limits(enable_live_orders=True, live_layers=frozenset({"carry"})),
+            CarryRules(),
+            _Signals([30, 30, 0]),  # cycle 1: 30 % annualised → enter; cycle 2: 0 → exit
+        )
+        try:
+            await runner.start()
+            now = time.time_ns()
+            for sym in ("BTCUSDT", "BTCUSDT.SPOT"):
+                runner.on_trade(Trade(v.venue, sym, now, 50000.0, 0.001, False))
+            assert await runner.run_cycle(1) == "ok"
+            # entered: perp short at the bid 50,000.0, spot bought at the ask 50,000.1
+            pos = {p.symbol: p.qty_base for p in await venue.positions()}
+            fee_btc = qty * SPOT_TAKER[v.venue]  # the spot buy's fee, in BTC
+            assert pos == {"BTCUSDT": -qty, "BTCUSDT.SPOT": qty - fee_btc}
+            assert abs(pos["BTCUSDT"] + pos["BTCUSDT.SPOT"]) < PERP_LOT[v.venue]
+            wire = [b[v.cid_field] for b in posts(fake, v.create)]
+            assert sorted(engine_client_id(v.venue, c) for c in wire) == [
+                "L-1-P-BTCUSDT",
+                "L-1-S-BTCUSDT",
+            ]
+            ledger_fills = sorted(
+                (f.client_order_id, f.side, f.qty_base, f.price, f.fee_usd)
+                for f in await venue.executions_since(0)
+            )
+            assert ledger_fills == [
+                ("L-1-P-BTCUSDT", Side.SELL, qty, Decimal("50000.0"), qty * 50000 * TAKER[v.venue]),
+                ("L-1-S-BTCUSDT", Side.BUY, qty, Decimal("50000.1"), fee_btc * Decimal("50000.1")),
+            ]
+            # cycle 2: funding 0 % → exit. The spot account holds qty − fee (the buy's fee
+            # was taken in BTC); the reduce-only spot sell is cut to that holding
+            assert await runner.run_cycle(2) == "ok"
+            assert await venue.positions() == []
+            got = {o.cid: (o.status, o.filled) for o in fake.engine.orders.values()}
+            assert {engine_client_id(v.venue, c): x for c, x in got.items()} == {
+                "L-1-P-BTCUSDT": ("filled", qty / unit),
+                "L-1-S-BTCUSDT": ("filled", qty),
+                "L-2-P-BTCUSDT": ("filled", qty / unit),
+                "L-2-S-BTCUSDT": ("filled", qty - fee_btc),
+            }
+            # the ledger holds every execution as the exchange lists it
+            ex = await venue.executions_since(0)
+            assert len(ex) == 4
+            with Session(ledger.engine) as ss:
+                booked = {
+                    (r.symbol, r.trade_id): (r.client_order_id, r.qty_base, r.price, r.fee_usd)
+                    for r in ss.scalars(select(FillRow))
+                }
+                alerts = list(
+                    ss.scalars(select(EventRow.kind).where(EventRow.kind == "pair_unhedged"))
+                )
+            assert booked == {
+                (e.symbol, e.trade_id): (e.client_order_id, e.qty_base, e.price, e.fee_usd)
+                for e in ex
+            }
+            # exit fills: perp bought back at the ask 50,000.1, spot sold at the bid 50,000.0
+            assert sorted((e.client_order_id, e.price, e.fee_usd) for e in ex)[2:] == [
+                ("L-2-P-BTCUSDT", Decimal("50000.1"), qty * Decimal("50000.1") * TAKER[v.venue]),
+                (
+                    "L-2-S-BTCUSDT",
+                    Decimal("50000.0"),
+                    (qty - fee_btc) * 50000 * SPOT_TAKER[v.venue],
+                ),
+            ]
+            # the ledger books the BTC fee in USD, so its spot quantity keeps that fee
+            # (0.075 × 0.1 % = 0.000075 BTC on Bybit) — below one lot: no repair, no alert
+            held = {p.symbol: p.qty_base for p in ledger.status().positions if p.qty_base}
+            assert held == {"BTCUSDT.SPOT": fee_btc} and fee_btc < PERP_LOT[v.venue]
+            assert alerts == []
+            assert await runner.run_cycle(3) == "ok"
+            assert len(fake.engine.orders) == 4  # nothing more sent
+        finally:
+            await runner.stop()
+            await venue.close()
+            ledger.close()
+
+    with fake:
+        fake.set_book(v.market, "50000.0", "50000.1")
+        fake.set_book(SPOT_ID[v.venue], "50000.0", "50000.1", spot=True)
+        asyncio.run(main())

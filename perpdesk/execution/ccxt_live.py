@@ -9,16 +9,25 @@ per-venue differences below.
 
 **What is tested where.** Binance USD-M (tests/test_execution_live.py, fake
 tests/fake_exchange.py): REST and websockets — orders, stops, fills on the user stream and
-its REST fallback, positions, balances, funding, executions, spot leg, faults. Bybit and OKX
-(tests/test_live_bybit_okx.py, fakes tests/fake_venues.py, signed like the venues and shaped
-from recorded answers): REST only — instruments (tick, lot, funding interval), limit and
-market orders by client id, query, cancel, open orders, partial fills, positions in one-way
-and hedge mode, balances, ``executions_since`` across pages, funding payments, leverage,
-business refusals, duplicate client ids, a timeout after execution (adopted, not resent),
-rate limits and 5xx, keys kept out of errors. **Not tested on Bybit/OKX**: the websocket
-streams (:meth:`LiveVenue.fills` relies on ``watch_my_trades``; only its REST fallback
-``poll_fills`` shares the tested trade reader), spot legs (:data:`SPOT_EXCHANGE` wires
-Binance only), stop orders (refused: REJECTED).
+its REST fallback, positions, balances, funding, executions, spot leg, faults; the runner
+over spot + USD-M (tests/test_runner_live.py). Bybit and OKX (tests/test_live_bybit_okx.py,
+fakes tests/fake_venues.py, signed like the venues and shaped from recorded answers): REST
+only — perps: instruments (tick, lot, funding interval), limit and market orders by client
+id, query, cancel, open orders, partial fills, positions in one-way and hedge mode,
+balances, ``executions_since`` across pages, funding payments, leverage, business refusals,
+duplicate client ids, a timeout after execution (adopted, not resent), rate limits and 5xx,
+keys kept out of errors; spot legs (``spot=True``): spot instruments only, limit and market
+orders by client id with base-unit sizes on the wire, query, cancel, open orders, base-asset
+balances as positions, own trades with trade ids and base-asset fees in USD, refusals
+(balance, minimum, duplicate id), the reduce-only cut to the holding; a short-perp /
+long-spot pair through :func:`open_spot_perp_venue` (hedged within a lot, one unified
+balance); :class:`~perpdesk.live.runner.Runner` entering and exiting a pair live (prices
+fed to the runner: the fakes have no websocket). **Not tested on Bybit/OKX**: the
+websocket streams (:meth:`LiveVenue.fills` relies on ``watch_my_trades``; only its REST
+fallback ``poll_fills`` shares the tested trade reader; ccxt.pro 4.5 has no
+``watch_mark_prices`` for Bybit, so ``signals = "mark"`` cannot run there), stop orders
+(refused: REJECTED), Binance's spot leg paying its commission in BTC (the Binance fake
+charges spot fees in USDT).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
   on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX → ``BTCUSDT``); :class:`SymbolMap`
@@ -29,7 +38,9 @@ Binance only), stop orders (refused: REJECTED).
 - **Client ids** go out in each venue's alphabet (:func:`venue_client_id`, reversible by
   :func:`engine_client_id`): Binance as they are, Bybit ``orderLinkId`` (letters, digits,
   ``-``, ``_``; ≤ 36), OKX ``clOrdId`` (letters and digits; ≤ 32). An id too long after
-  escaping is REJECTED before anything is sent.
+  escaping is REJECTED before anything is sent (OKX: each ``-`` of the runner's
+  ``<run_id>-<cycle>-<leg>-<symbol>`` takes two characters, so run id + cycle + leg +
+  symbol must stay within 26 characters).
 - **Funding interval** per venue: Binance publishes only the symbols whose interval differs
   from 8 h (``GET /fapi/v1/fundingInfo``, ``fundingIntervalHours``), so the others are 8 h;
   Bybit gives ``fundingInterval`` in minutes in each instrument's info; OKX: ccxt's
@@ -51,19 +62,32 @@ Binance only), stop orders (refused: REJECTED).
   exchange's message.
 - **Balances**: ``total`` is the margin balance (wallet + unrealised PnL): ccxt's total on
   Binance and OKX (``eq``), the coin's ``equity`` on Bybit (ccxt's total there is the wallet).
+  Bybit's and OKX's unified accounts list every coin (USDT and the spot legs' BTC …) in one
+  balance, read once by :class:`SpotPerpVenue`.
 - **Own fills** arrive on the user-data stream (``watch_my_trades``). When the stream fails,
   :meth:`LiveVenue.fills` polls own trades (REST) every ``poll_interval_s`` for the
   symbols it trades until the stream has been healthy for ``resync_polls`` polls; every
   execution is booked once by ``(client_order_id, trade id)``, so repeats, out-of-order
   messages and the REST/stream overlap never double a fill.
-- **Spot** (``binance``, ``LiveVenue(..., spot=True)``, what :meth:`LiveVenue.from_env` builds
-  for ``binance``): the spot markets only (ccxt ``fetchMarkets`` types ``["spot"]``); engine
-  symbols carry the spot suffix (``BTCUSDT.SPOT``, :func:`~perpdesk.domain.spot_symbol`);
-  "positions" are the base-asset balances of the markets quoted in ``spot_quote`` (USDT);
-  no funding; no ``reduceOnly`` (Binance spot refuses parameters it does not read); a
-  commission charged in the base asset is booked in USD at the fill price. Own fills on
-  the websocket API's user-data stream (``userDataStream.subscribe.signature``, ccxt.pro
-  4.5). :class:`SpotPerpVenue` puts a spot and a perp venue behind one
+- **Spot** (``LiveVenue(..., spot=True)``; :meth:`LiveVenue.from_env` builds ``binance``
+  as spot by default): the spot markets only (ccxt ``fetchMarkets`` types ``["spot"]``,
+  ``defaultType`` spot); engine symbols carry the spot suffix (``BTCUSDT.SPOT``,
+  :func:`~perpdesk.domain.spot_symbol`); "positions" are the base-asset balances of the
+  markets quoted in ``spot_quote`` (USDT); no funding, no leverage; no ``reduceOnly`` or
+  position side on the wire (Binance spot refuses parameters it does not read). A
+  reduce-only sell is cut to the free base balance (rounded down to the lot) before it is
+  sent, as the exchange cuts a reduce-only perp order to the position: a spot leg holds
+  its buy less the commission when that was taken in the base asset (Bybit, OKX, Binance
+  without BNB), so closing the bought quantity would be refused. A commission charged in
+  the base asset is booked in USD at the fill price. Market orders go without a price and
+  are sized in base units: Bybit ``marketUnit=baseCoin`` (a spot market buy's ``qty`` is
+  otherwise USDT), OKX ``tgtCcy=base_ccy`` (idem for ``sz``); OKX spot orders are
+  ``tdMode=cash``. Binance: another account and ccxt class (``binance``), own fills on the
+  websocket API's user-data stream (``userDataStream.subscribe.signature``, ccxt.pro 4.5).
+  Bybit and OKX: the unified account of the same key, through a second ccxt client of the
+  same id restricted to spot (Bybit ``category=spot``, OKX ``instType=SPOT``; own trades
+  from ``/v5/execution/list`` / ``fills-history`` of that category; spot duplicate client
+  ids are Bybit 170141). :class:`SpotPerpVenue` puts a spot and a perp venue behind one
   :class:`~perpdesk.execution.protocol.Venue`, routing ``.SPOT`` symbols to the spot one.
 - **Stop orders** (``STOP_MARKET`` on USD-M only): ccxt sends them to the conditional-order
   service (``POST /fapi/v1/algoOrder``, ``clientAlgoId``, ``triggerPrice``); they are queried
@@ -88,11 +112,12 @@ Binance only), stop orders (refused: REJECTED).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import ccxt
@@ -165,8 +190,9 @@ USD_ASSETS = frozenset({"USDT", "USDC", "USD", "BUSD", "FDUSD"})
 _CODE_RE = re.compile(r'"(?:code|retCode|sCode)"\s*:\s*"?(-?\d+)')
 _HOURS_RE = re.compile(r"^(\d+)h$")
 
-DUPLICATE_CLIENT_ID_CODES = frozenset({-4116, 110072, 51016})
-"""Binance -4116, Bybit 110072 ("OrderLinkedID is duplicate"), OKX 51016 ("Duplicated clOrdId")."""
+DUPLICATE_CLIENT_ID_CODES = frozenset({-4116, 110072, 170141, 51016})
+"""Binance -4116, Bybit 110072 ("OrderLinkedID is duplicate"; on spot 170141 "Duplicate
+clientOrderId"), OKX 51016 ("Duplicated clOrdId")."""
 RATE_LIMIT_CODES = frozenset({-1003, 10006, 50011, 50061})
 """Binance -1003, Bybit 10006 ("Too many visits"), OKX 50011 / 50061 (request / order rate)."""
 TRANSIENT_CODES = frozenset({-1021, 10002, 10016, 50026})
@@ -262,8 +288,14 @@ def make_exchange(
     recv_window_ms: int = 5_000,
     enable_rate_limit: bool = True,
     ws_api_url: str | None = None,
+    spot: bool | None = None,
 ) -> Any:
     """A ``ccxt.pro`` exchange (REST + websockets) with keys from ``credentials``.
+
+    ``spot`` (default: only for ``binance``, Binance's spot account) makes it a spot
+    client: ``defaultType`` spot and the spot markets only (``fetchMarkets`` types
+    ``["spot"]``) — on Bybit and OKX a second instance of ``bybit`` / ``okx`` whose markets
+    are the spot ones of the same unified account (one key trades both).
 
     ``enable_rate_limit`` keeps ccxt's client-side throttle (request weights per the
     exchange's limits) — switch it off only against a local fake.
@@ -287,7 +319,9 @@ def make_exchange(
             "fetchCurrencies": False,
         },
     }
-    if exchange_id == "binance":  # the spot account: spot markets only, no margin pairs
+    if spot is None:
+        spot = exchange_id == "binance"
+    if spot:  # the spot account: spot markets only, no margin pairs
         cfg["options"].update(
             {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchMargins": False}
         )
@@ -550,6 +584,19 @@ class CcxtTransport:
             return {"positionSide": side}
         return {"positionSide": side.upper()}
 
+    def _spot_market_unit(self) -> dict[str, Any]:
+        """The parameter that makes a spot market order's size base units on both sides.
+        Bybit reads a spot market *buy*'s ``qty`` as quote (USDT) unless ``marketUnit`` is
+        ``baseCoin`` (v5 *Place Order*; ccxt 4.5 sends ``baseCoin`` itself only on a unified
+        account and when no price is given); OKX reads a spot market buy's ``sz`` as quote
+        unless ``tgtCcy`` is ``base_ccy`` (ccxt's ``tgtCcy`` option defaults to it; sent
+        here explicitly so an option change cannot turn a size into a cost)."""
+        if self.venue_id == "bybit":
+            return {"marketUnit": "baseCoin"}
+        if self.venue_id == "okx":
+            return {"tgtCcy": "base_ccy"}
+        return {}
+
     async def send(self, order: Order) -> OrderState:
         """``create_order`` with the client id; business refusals → REJECTED. An answer
         carrying ids only (Bybit, OKX) is followed by a :meth:`lookup` (if that fails, the
@@ -573,16 +620,21 @@ class CcxtTransport:
                 params["timeInForce"] = "IOC"
             elif order.tif is TimeInForce.POST_ONLY:
                 params["postOnly"] = True
+        elif self.spot:
+            params.update(self._spot_market_unit())
         where = f"{self.ex.id} place {order.client_order_id}"
         uni = self.symbols.unified(order.symbol)
         amount = float(_dec(order.qty_base) / self.contract_size(uni))
+        # a market order goes without a price: with one, ccxt turns a spot market buy's
+        # amount into a quote cost (amount × price) on Bybit and OKX
+        price = order.price if order.type is OrderType.LIMIT else None
         try:
             res = await self.ex.create_order(
                 uni,
                 "limit" if order.type is OrderType.LIMIT else "market",
                 order.side.value,
                 amount,
-                order.price,
+                price,
                 params,
             )
             if stop:
@@ -756,7 +808,8 @@ class LiveVenue:
         **kwargs: Any,
     ) -> LiveVenue:
         """A venue with keys from ``PERPDESK_<NAME>_API_KEY`` / ``_API_SECRET`` (name from
-        :data:`CREDENTIAL_NAMES`, e.g. ``BINANCE``) in the environment or ``.env``."""
+        :data:`CREDENTIAL_NAMES`, e.g. ``BINANCE``) in the environment or ``.env``. With
+        ``spot=True`` the exchange is built as a spot client (:func:`make_exchange`)."""
         name = CREDENTIAL_NAMES.get(exchange_id, exchange_id)
         creds = load_api_credentials(
             name, environ=environ, dotenv_path=dotenv_path, require_passphrase=exchange_id == "okx"
@@ -770,6 +823,7 @@ class LiveVenue:
             recv_window_ms=recv_window_ms,
             enable_rate_limit=enable_rate_limit,
             ws_api_url=ws_api_url,
+            spot=kwargs.get("spot"),
         )
         return cls(ex, **kwargs)
 
@@ -963,7 +1017,56 @@ class LiveVenue:
                 ts_ns=self.clock_ns(),
             )
         self._fill_symbols.add(order.symbol)
+        if self.spot and order.reduce_only and order.side is Side.SELL and inst is not None:
+            capped = await self._cap_to_holding(order, inst)
+            if isinstance(capped, OrderState):
+                return capped
+            order = capped
         return await om.submit(order)
+
+    async def _cap_to_holding(self, order: Order, inst: Instrument) -> Order | OrderState:
+        """A reduce-only spot sell sells at most the free base balance, rounded down to the
+        lot (as a reduce-only perp order is cut to the position by the exchange). The spot
+        legs hold less than they bought when the commission was taken in the base asset
+        (Bybit, OKX, Binance without BNB: a buy of q leaves q × (1 − fee rate)), so a close
+        of the bought quantity would be refused for want of balance. Nothing held: REJECTED,
+        nothing sent. Idempotent: an order this process already sent is left as it is, and
+        before a cut the venue is asked for the client id (an earlier process may have sent
+        it) — its state is returned when it exists."""
+        assert self.orders is not None
+        if self.orders.order(order.client_order_id) is not None:
+            return order
+        b = await self._rest(lambda: self.ex.fetch_balance(), f"{self.venue_id} balance")
+        free = _dec((b.get("free") or {}).get(inst.base))
+        lot = _dec(inst.lot_size)
+        held = (free / lot).to_integral_value(rounding=ROUND_DOWN) * lot
+        qty = _dec(order.qty_base)
+        if held >= qty:
+            return order
+        # sent by an earlier process (its sale is why less is held)? then that is the order
+        existing = await self.query(order.client_order_id, order.symbol)
+        if existing is not None:
+            return existing
+        if held <= 0:
+            return OrderState(
+                order.client_order_id,
+                order.symbol,
+                order.side,
+                OrderStatus.REJECTED,
+                qty,
+                Decimal(0),
+                reason=f"reduce-only spot sell: no {inst.base} held",
+                ts_ns=self.clock_ns(),
+            )
+        log.info(
+            "%s %s: reduce-only sell of %s cut to the %s %s held",
+            self.venue_id,
+            order.client_order_id,
+            qty,
+            held,
+            inst.base,
+        )
+        return dataclasses.replace(order, qty_base=float(held))
 
     async def cancel(self, client_order_id: str, symbol: str) -> OrderState:
         """Cancel an order placed through this venue."""
@@ -1264,10 +1367,11 @@ class LiveVenue:
         """Every own trade of ``uni`` from ``since_ms`` to now on a venue whose trade list
         answers newest first (ccxt trade structures, deduplicated by id).
 
-        Bybit ``GET /v5/execution/list`` (``execType=Trade``): at most 7 days a request, so
-        7-day windows up to now, each paged by ``cursor`` (100 rows a page). OKX ``GET
-        /api/v5/trade/fills-history`` (``instType=SWAP``): ``begin`` = since, paged back by
-        ``after`` = the oldest ``billId`` (100 rows a page)."""
+        Bybit ``GET /v5/execution/list`` (``category`` linear, or spot on a spot venue;
+        ``execType=Trade``): at most 7 days a request, so 7-day windows up to now, each paged
+        by ``cursor`` (100 rows a page). OKX ``GET /api/v5/trade/fills-history``
+        (``instType`` SWAP, or SPOT): ``begin`` = since, paged back by ``after`` = the oldest
+        ``billId`` (100 rows a page)."""
         market = self.ex.markets[uni]
         raw: list[Mapping[str, Any]] = []
         where = f"{self.venue_id} my trades"
@@ -1280,7 +1384,7 @@ class LiveVenue:
                 cursor = ""
                 while True:
                     req: dict[str, Any] = {
-                        "category": "linear",
+                        "category": "spot" if self.spot else "linear",
                         "symbol": market["id"],
                         "execType": "Trade",
                         "startTime": start,
@@ -1302,7 +1406,7 @@ class LiveVenue:
             after: str | None = None
             while True:
                 q: dict[str, Any] = {
-                    "instType": "SWAP",
+                    "instType": "SPOT" if self.spot else "SWAP",
                     "instId": market["id"],
                     "begin": since_ms,
                     "limit": 100,
@@ -1466,12 +1570,14 @@ class LiveVenue:
 
 class SpotPerpVenue:
     """One :class:`~perpdesk.execution.protocol.Venue` over a spot venue and a perp venue of
-    the same exchange (Binance spot + USD-M): symbols ending in ``.SPOT`` go to ``spot``,
-    every other one to ``perp``. Its ``venue_id`` is the perp venue's (fills of both legs
-    are booked under it; the symbols keep them apart). Balances of the spot account are
-    keyed ``<asset>.SPOT`` (the two accounts are separate wallets); positions and own
-    executions are the union of both; funding, marks and liquidations come from the perp
-    venue."""
+    the same exchange (Binance spot + USD-M; Bybit and OKX: two clients of one unified
+    account): symbols ending in ``.SPOT`` go to ``spot``, every other one to ``perp``. Its
+    ``venue_id`` is the perp venue's (fills of both legs are booked under it; the symbols
+    keep them apart). On Binance the balances of the spot account are keyed
+    ``<asset>.SPOT`` (the two accounts are separate wallets); on Bybit and OKX (both venues
+    have one id: one unified account) the perp venue's balances are the account's, every
+    coin once. Positions and own executions are the union of both; funding, marks and
+    liquidations come from the perp venue."""
 
     def __init__(self, spot: LiveVenue, perp: LiveVenue) -> None:
         if not spot.spot or perp.spot:
@@ -1507,9 +1613,18 @@ class SpotPerpVenue:
         """Both venues' instruments (spot ones under ``<id>.SPOT``)."""
         return {**(await self.perp.instruments()), **(await self.spot.instruments())}
 
+    @property
+    def shared_account(self) -> bool:
+        """True when both legs trade from one account (Bybit and OKX unified accounts: the
+        spot venue is a second client of the same exchange id)."""
+        return self.spot.venue_id == self.perp.venue_id
+
     async def balances(self) -> Mapping[str, Balance]:
-        """Perp wallet by asset, spot wallet by ``<asset>.SPOT``."""
+        """Perp wallet by asset, spot wallet by ``<asset>.SPOT`` (one unified account: its
+        balances by asset, once)."""
         out = dict(await self.perp.balances())
+        if self.shared_account:
+            return out
         for asset, b in (await self.spot.balances()).items():
             key = asset + SPOT_SUFFIX
             out[key] = Balance(key, b.total, b.free)
@@ -1599,8 +1714,11 @@ class SpotPerpVenue:
             await self.spot.close()
 
 
-SPOT_EXCHANGE = {"binanceusdm": "binance"}
-"""Perp exchange id → the ccxt id of the same exchange's spot account (the carry's spot leg)."""
+SPOT_EXCHANGE = {"binanceusdm": "binance", "bybit": "bybit", "okx": "okx"}
+"""Perp exchange id → the ccxt id of the same exchange's spot account (the carry's spot leg):
+Binance's spot account is another ccxt class; Bybit and OKX trade spot from the unified
+account of the same key, through a second client of the same id restricted to the spot
+markets (:func:`make_exchange` with ``spot=True``)."""
 
 
 async def open_spot_perp_venue(
@@ -1618,8 +1736,8 @@ async def open_spot_perp_venue(
 ) -> SpotPerpVenue:
     """The live venue of ``perpdesk run --live``: the perp venue ``exchange_id`` and its
     spot account (:data:`SPOT_EXCHANGE`, or ``spot_exchange_id``) behind one
-    :class:`SpotPerpVenue`, keys from the environment / ``.env`` (one Binance key trades
-    both), both connected. ``spot_api_url`` defaults to ``api_url``; ``kwargs`` go to both
+    :class:`SpotPerpVenue`, keys from the environment / ``.env`` (one key trades both:
+    Binance spot + USD-M, Bybit's and OKX's unified account), both connected. ``spot_api_url`` defaults to ``api_url``; ``kwargs`` go to both
     :class:`LiveVenue` constructors."""
     spot_id = spot_exchange_id or SPOT_EXCHANGE.get(exchange_id)
     if spot_id is None:
