@@ -476,6 +476,12 @@ def test_flushes_append_parts_and_midnight_compacts_the_day(tmp_path: Path, btc_
     bd = tmp_path / "binance" / "book_ticker" / "BTCUSDT"
     assert len(list((d / f"2024-07-19{PARTS_SUFFIX}").iterdir())) == 8
     assert len(list((bd / f"2024-07-19{PARTS_SUFFIX}").iterdir())) == 9
+    # parts are temporary: written uncompressed (compaction re-encodes them as zstd)
+    for part in (bd / f"2024-07-19{PARTS_SUFFIX}").iterdir():
+        md = pq.read_metadata(part)
+        assert {md.row_group(0).column(c).compression for c in range(md.num_columns)} == {
+            "UNCOMPRESSED"
+        }
     cat = Catalog(tmp_path)
 
     def check_all() -> None:
@@ -522,3 +528,55 @@ def test_compact_finds_parts_a_crashed_run_left(tmp_path: Path, btc_frames) -> N
     assert [p.name for p in d.iterdir()] == ["2024-07-19.parquet"]
     got = pq.read_table(d / "2024-07-19.parquet").column("trade_id").to_pylist()
     assert got == ref_ids  # 824 ids, each once, in order
+
+
+def test_quoted_decimal_fast_path_is_exact_or_refuses() -> None:
+    from perpdesk.live.collector import _quoted_decimal
+
+    # accepted: at most 18 digits, mantissa below 2**53 (then m / 10**k is exact)
+    exact = ["63959.90", "0.5", "-1.25", "007.50", "1", "1234567.12345678",
+             "9007199254740991", "0.000001", "-0"]  # fmt: skip
+    refused = ["", "-", ".5", "5.", "1.2.3", "1e3", "12a", "--1", " 1", "123456789012.345678",
+               "1234567890123456789", "9007199254740992", "0.12345678901234567890"]  # fmt: skip
+    for text in exact:
+        buf = np.frombuffer(text.encode() + b'"', np.uint8)
+        x, q = _quoted_decimal(buf, 0, buf.size)
+        assert (x, q) == (float(text), len(text)), text
+    for text in refused:
+        buf = np.frombuffer(text.encode() + b'"', np.uint8)
+        assert _quoted_decimal(buf, 0, buf.size)[1] == -1, text
+
+
+def test_scan_buffers_reused_across_rounds_with_arrow_fallback(tmp_path: Path) -> None:
+    """A smaller second round reuses the first round's scan arrays (stale rows beyond its
+    end, slow frames decided by Arrow in between): every row still equals the reference."""
+    base = json.loads(next(t for _, t in load_capture(BTC, limit=50) if "@bookTicker" in t))
+    col = TickCollector(["BTCUSDT"], tmp_path, kinds=("bookTicker",))
+    (conn,) = col.conns
+    u0 = base["data"]["u"]
+
+    def frame(k: int, bid: str, pretty: bool = False) -> bytes:
+        d = dict(base["data"], u=u0 + k, b=bid)
+        sep = (", ", ": ") if pretty else (",", ":")
+        return json.dumps({"stream": base["stream"], "data": d}, separators=sep).encode()
+
+    first = [frame(k, f"{63000 + k}.5{k % 10}") for k in range(300)]
+    second = [frame(300, "1e3"), frame(301, "63001.25", pretty=True), b'{"stream":"btc']
+    second += [frame(302, "0.75"), frame(303, "1234567890123456789")]
+    rounds = [first, second]
+    for frames in rounds:
+        for raw in frames:
+            col.feed(conn, raw, 7)
+        col.process()
+    got = pa_rows(col._pending[("book_ticker", "BTCUSDT")])
+    want = [json.loads(r)["data"] for fr in rounds for r in fr if r.endswith(b"}}")]
+    assert [r["update_id"] for r in got] == [d["u"] for d in want]
+    assert [r["bid_px"] for r in got] == [float(d["b"]) for d in want]
+    assert [r["ask_qty"] for r in got] == [float(d["A"]) for d in want]
+    assert [r["ts_ns"] for r in got] == [d["E"] * MS for d in want]
+    assert {r["ts_recv_ns"] for r in got} == {7}
+    assert col.stats.malformed == 1
+
+
+def pa_rows(tables: list) -> list[dict]:
+    return [row for t in tables for row in t.to_pylist()]

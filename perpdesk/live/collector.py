@@ -26,9 +26,12 @@ buffer (in chunks of ``scan_chunk`` frames) and decoded by a numba scanner
 — decimals exactly, by Clinger's fast path. Frames it does not accept go to Arrow's C++
 JSON reader (``pyarrow.json.read_json`` with an explicit schema; it is also the only
 decoder of forceOrder frames): a batch Arrow refuses is bisected until the bad frames are
-isolated; they are counted as ``malformed`` and logged, the rest is kept. Symbols map to
-codes through a hash table; sequence checks run vectorised per symbol (NumPy running
-maximum) and only the anomalies (gaps, late and repeated ids) are visited in Python.
+isolated; they are counted as ``malformed`` and logged, the rest is kept. The scanner
+writes into arrays kept from one round to the next (a fresh page costs a fault each,
+dear on a VM), and one pass (:func:`_scatter_rows`) transposes them into per-field columns
+grouped by symbol. Symbols map to codes through a hash table; sequence checks run
+vectorised per symbol (NumPy running maximum) and only the anomalies (gaps, late and
+repeated ids) are visited in Python.
 
 Sequence rules (per symbol, in arrival order):
 
@@ -207,6 +210,11 @@ def _partition_of(path: Path) -> str:
 _C_SYMBOL, _C_INT, _C_FLOAT, _C_BOOL = 1, 2, 3, 4
 # exact powers of ten (every 10**k, k <= 22, is a float64 without rounding)
 _POW10 = np.array([10.0**k for k in range(23)])
+# bytes that end a JSON string scan: 1 the closing quote, 2 a backslash or a control character
+_STR_STOP = np.zeros(256, np.uint8)
+_STR_STOP[:32] = 2
+_STR_STOP[92] = 2
+_STR_STOP[34] = 1
 _PREFIX = np.frombuffer(b'{"stream":"', np.uint8).copy()
 _MIDDLE = np.frombuffer(b',"data":{', np.uint8).copy()
 
@@ -242,11 +250,9 @@ def _string_end(buf, p, end):
     """``p`` just after an opening quote → index of the closing quote; -1 if the string
     has an escape or a control character or does not end."""
     while p < end:
-        c = buf[p]
-        if c == 34:
-            return p
-        if c == 92 or c < 32:
-            return -1
+        k = _STR_STOP[buf[p]]
+        if k:
+            return p if k == 1 else -1
         p += 1
     return -1
 
@@ -325,30 +331,36 @@ def _decimal(buf, s, e):
 def _quoted_decimal(buf, p, end):
     """``p`` just after an opening quote: a plain decimal ``-?digits(.digits)?`` right up
     to the closing quote → (exact float64, index of the quote); (nan, -1) otherwise (the
-    caller then falls back to the general path)."""
+    caller then falls back to the general path). Same conversion as :func:`_decimal`."""
     neg = p < end and buf[p] == 45
     if neg:
         p += 1
     m = np.int64(0)
-    ndig = 0
-    frac = -1
-    if p >= end or not (48 <= buf[p] <= 57):
-        return np.nan, -1
-    while p < end:
-        d = buf[p]
-        if 48 <= d <= 57:
-            m = m * 10 + (d - 48)
-            ndig += 1
-            if frac >= 0:
-                frac += 1
-        elif d == 46 and frac < 0:
-            frac = 0
-        elif d == 34:
+    s = p
+    while p < end:  # integer digits
+        d = np.int64(buf[p]) - 48
+        if d < 0 or d > 9:
             break
-        else:
-            return np.nan, -1
+        m = m * 10 + d
         p += 1
-    if p >= end or ndig > 18 or frac == 0 or m >= 9007199254740992 or frac > 22:
+    ndig = p - s
+    if ndig == 0:
+        return np.nan, -1
+    frac = 0
+    if p < end and buf[p] == 46:
+        p += 1
+        s = p
+        while p < end:  # fraction digits
+            d = np.int64(buf[p]) - 48
+            if d < 0 or d > 9:
+                break
+            m = m * 10 + d
+            p += 1
+        frac = p - s
+        if frac == 0:
+            return np.nan, -1
+        ndig += frac
+    if p >= end or buf[p] != 34 or ndig > 18 or m >= 9007199254740992 or frac > 22:
         return np.nan, -1
     x = np.float64(m)
     if frac > 0:
@@ -365,8 +377,11 @@ def _integer(buf, p, end):
         p += 1
     s = p
     v = np.int64(0)
-    while p < end and 48 <= buf[p] <= 57:
-        v = v * 10 + (buf[p] - 48)
+    while p < end:
+        d = np.int64(buf[p]) - 48
+        if d < 0 or d > 9:
+            break
+        v = v * 10 + d
         p += 1
     n = p - s
     if n == 0 or n > 18 or (n > 1 and buf[s] == 48):
@@ -560,6 +575,23 @@ def _group_dest(codes, n_codes):
         dest[i] = nxt[c]
         nxt[c] += 1
     return dest, starts
+
+
+@numba.njit(cache=True)
+def _scatter_rows(ints, floats, recv, dest, out_i, out_f):
+    """Row ``i`` of the row-major scan output (``ints[i]``, ``floats[i]``, ``recv[i]``) →
+    column ``dest[i]`` of the field-major ``out_i`` / ``out_f`` (``recv`` is the last
+    row of ``out_i``): the transpose and the grouping by symbol in one pass, each frame's
+    fields read once."""
+    ni = ints.shape[1]
+    nf = floats.shape[1]
+    for i in range(dest.size):
+        d = dest[i]
+        for j in range(ni):
+            out_i[j, d] = ints[i, j]
+        for j in range(nf):
+            out_f[j, d] = floats[i, j]
+        out_i[ni, d] = recv[i]
 
 
 @numba.njit(cache=True)
@@ -853,6 +885,7 @@ class TickCollector:
         self._pending: dict[tuple[str, str], list[pa.Table]] = {}
         self._pending_rows = 0
         self._round = 0
+        self._scan_bufs: dict[str, tuple] = {}  # kind → scan output arrays, reused
         self._logged_bad = 0
         self._stopping: asyncio.Event | None = None  # created inside run()
         self._stop_requested = False
@@ -932,31 +965,47 @@ class TickCollector:
     def _process_batch(self, kind: _Kind, raw: list[bytes], n: int, recv: np.ndarray) -> None:
         """Decode ``raw[:n]`` (received at ``recv``) and queue the rows."""
         if kind.name in _SCAN_FIELDS and self.use_scanner:
-            cols, codes, idx = self._decode_scan(kind, raw, n)
-        else:
-            cols, codes, idx = self._decode_arrow(kind, raw[:n])
+            self._process_scan(kind, raw, n, recv)
+            return
+        cols, codes, idx = self._decode_arrow(kind, raw[:n])
         if idx.size:
             self._emit(kind, cols, codes, recv if idx.size == n else recv[idx])
 
-    def _decode_scan(
-        self, kind: _Kind, raw: list[bytes], n: int
-    ) -> tuple[dict, np.ndarray, np.ndarray]:
-        """Numba-scan frames ``raw[:n]``; frames the scanner refuses go through
-        :meth:`_decode_arrow`. Returns (columns of the good frames, their symbol codes,
-        their indices into raw).
+    def _scan_buffers(
+        self, kind: str, plan: _ScanPlan, n: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The scanner's output arrays for ``n`` frames: row-major (frame, field) ints and
+        floats, symbol codes, status. Kept between batches and reused (they are copied
+        out by :func:`_scatter_rows`): writing them afresh each round cost ~80 ns a
+        frame in page faults on the benchmark VM (bench/bench_collector.py). They keep
+        the size of the largest batch (~65 B a frame)."""
+        bufs = self._scan_bufs.get(kind)
+        if bufs is None or bufs[2].size < n:
+            cap = max(n, self.scan_chunk)
+            bufs = (
+                np.empty((cap, len(plan.int_names)), np.int64),
+                np.empty((cap, len(plan.float_names)), np.float64),
+                np.empty(cap, np.int64),
+                np.empty(cap, np.int8),
+            )
+            self._scan_bufs[kind] = bufs
+        ints, floats, codes, status = bufs
+        return ints[:n], floats[:n], codes[:n], status[:n]
+
+    def _process_scan(self, kind: _Kind, raw: list[bytes], n: int, recv: np.ndarray) -> None:
+        """Numba-scan frames ``raw[:n]`` (received at ``recv``) and queue the rows; frames
+        the scanner refuses go through :meth:`_decode_arrow`.
 
         Frames are copied into one Arrow binary buffer (offsets + bytes in one C pass) in
         chunks of ``scan_chunk`` (a few MB: a buffer that size is reused by the allocator
         rather than mapped afresh page by page, and the chunk's frames are still in cache
-        when the scanner reads them) and decoded straight into whole-batch columns."""
+        when the scanner reads them) and decoded into row-major (frame, field) arrays (a
+        field-major array put each frame's few writes megabytes apart: ~100 ns a frame of
+        cache and TLB misses); :func:`_scatter_rows` then writes them field-major,
+        grouped by symbol, in one pass."""
         plan = self._plans[kind.name]
-        status = np.zeros(n, np.int8)
-        # row-major (frame, field): a frame's fields are written next to each other (a
-        # field-major array put each frame's few writes megabytes apart: ~100 ns a frame of
-        # cache and TLB misses); the columns are split out once at the end
-        ints = np.empty((n, len(plan.int_names)), np.int64)
-        floats = np.empty((n, len(plan.float_names)), np.float64)
-        codes = np.full(n, -1, np.int64)
+        # every frame gets its status; a frame of status 0 has all its fields and its code
+        ints, floats, codes, status = self._scan_buffers(kind.name, plan, n)
         table, sym_bytes, sym_lens = self._sym_table
         for s in range(0, n, self.scan_chunk):
             e = min(n, s + self.scan_chunk)
@@ -966,31 +1015,36 @@ class TickCollector:
             _scan_flat(buf, offs, plan.lut, plan.conv, plan.col, plan.scale, plan.need,
                        plan.suffix, table, sym_bytes, sym_lens, ints[s:e],
                        floats[s:e], codes[s:e], status[s:e])  # fmt: skip
-        cols: dict = {
-            name: np.ascontiguousarray(ints[:, j]) for j, name in enumerate(plan.int_names)
-        }
-        cols.update(
-            {name: np.ascontiguousarray(floats[:, j]) for j, name in enumerate(plan.float_names)}
-        )
         slow = np.flatnonzero(status)
-        keep = None
         if slow.size:  # Arrow decides on these frames; its good rows fill their places
             scols, scodes, sidx = self._decode_arrow(kind, [raw[int(i)] for i in slow])
             pos = slow[sidx]
-            for k, v in scols.items():
-                if k in cols:
-                    cols[k][pos] = v
-            codes[pos] = scodes
+            if pos.size:
+                for j, name in enumerate(plan.int_names):
+                    ints[pos, j] = scols[name]
+                for j, name in enumerate(plan.float_names):
+                    floats[pos, j] = scols[name]
+                codes[pos] = scodes
             keep = np.ones(n, dtype=bool)
             keep[slow] = False
             keep[pos] = True
+            if not keep.all():
+                rows = np.flatnonzero(keep)
+                ints, floats, codes, recv = ints[rows], floats[rows], codes[rows], recv[rows]
+        m = codes.size
+        if not m:
+            return
+        dest, starts = _group_dest(codes, len(self.symbols))
+        out_i = np.empty((len(plan.int_names) + 1, m), np.int64)
+        out_f = np.empty((len(plan.float_names), m), np.float64)
+        _scatter_rows(ints, floats, recv, dest, out_i, out_f)
+        grouped: dict = {name: out_i[j] for j, name in enumerate(plan.int_names)}
+        grouped.update({name: out_f[j] for j, name in enumerate(plan.float_names)})
+        grouped["ts_recv_ns"] = out_i[len(plan.int_names)]
         for name in plan.bool_names:
-            cols[name] = cols[name].astype(bool)
-        self._derive(kind, cols)
-        if keep is None:
-            return cols, codes, np.arange(n)
-        idx = np.flatnonzero(keep)
-        return {k: v[idx] for k, v in cols.items()}, codes[idx], idx
+            grouped[name] = grouped[name].astype(bool)
+        self._derive(kind, grouped)
+        self._queue(kind, grouped, starts)
 
     @staticmethod
     def _derive(kind: _Kind, cols: dict) -> None:
@@ -1029,16 +1083,11 @@ class TickCollector:
 
     def _emit(self, kind: _Kind, cols: dict, codes: np.ndarray, recv: np.ndarray) -> None:
         """Sequence-check the decoded rows per symbol and queue them for the next flush."""
-        spec = spec_for(kind.dataset)
-        schema = spec.schema
+        schema = spec_for(kind.dataset).schema
         # a stable counting sort by symbol puts every symbol's rows together (arrival
         # order kept): one scatter per column
         dest, starts = _group_dest(codes, len(self.symbols))
-        runs = [
-            (k, int(starts[k]), int(starts[k + 1]))
-            for k in np.flatnonzero(np.diff(starts)).tolist()
-        ]
-        identity = len(runs) == 1
+        identity = int(np.count_nonzero(np.diff(starts))) == 1
         take = None
         grouped = {}
         for name in schema.names:
@@ -1054,8 +1103,15 @@ class TickCollector:
                     _scatter(np.arange(dest.size), dest, order)
                     take = pa.array(order)
                 grouped[name] = c.take(take)
-        seq = grouped[spec.key]
-        for sym_code, s, e in runs:
+        self._queue(kind, grouped, starts)
+
+    def _queue(self, kind: _Kind, grouped: dict, starts: np.ndarray) -> None:
+        """Sequence-check each symbol's run ``starts[k]:starts[k + 1]`` of the grouped
+        columns and queue its kept rows (zero-copy Arrow views) for the next flush."""
+        schema = spec_for(kind.dataset).schema
+        seq = grouped[spec_for(kind.dataset).key]
+        for sym_code in np.flatnonzero(np.diff(starts)).tolist():
+            s, e = int(starts[sym_code]), int(starts[sym_code + 1])
             keep = self._sequence(kind, sym_code, seq[s:e])
             n_keep = int(keep.sum())
             if n_keep == 0:
