@@ -26,8 +26,8 @@ fed to the runner: the fakes have no websocket). **Not tested on Bybit/OKX**: th
 websocket streams (:meth:`LiveVenue.fills` relies on ``watch_my_trades``; only its REST
 fallback ``poll_fills`` shares the tested trade reader; ccxt.pro 4.5 has no
 ``watch_mark_prices`` for Bybit, so ``signals = "mark"`` cannot run there), stop orders
-(refused: REJECTED), Binance's spot leg paying its commission in BTC (the Binance fake
-charges spot fees in USDT).
+(refused: REJECTED). Binance's spot leg paying its commission in BTC (no BNB) is tested
+with the Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
   on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX → ``BTCUSDT``); :class:`SymbolMap`
@@ -38,9 +38,10 @@ charges spot fees in USDT).
 - **Client ids** go out in each venue's alphabet (:func:`venue_client_id`, reversible by
   :func:`engine_client_id`): Binance as they are, Bybit ``orderLinkId`` (letters, digits,
   ``-``, ``_``; ≤ 36), OKX ``clOrdId`` (letters and digits; ≤ 32). An id too long after
-  escaping is REJECTED before anything is sent (OKX: each ``-`` of the runner's
-  ``<run_id>-<cycle>-<leg>-<symbol>`` takes two characters, so run id + cycle + leg +
-  symbol must stay within 26 characters).
+  escaping is REJECTED before anything is sent (OKX: each ``-`` takes two characters). The
+  rules live in :mod:`perpdesk.execution.orders` (:data:`CLIENT_ID_RULES`), where the id
+  makers check them: the runner's ``client_order_id`` shortens an id (hashes) until it fits
+  every venue it trades on.
 - **Funding interval** per venue: Binance publishes only the symbols whose interval differs
   from 8 h (``GET /fapi/v1/fundingInfo``, ``fundingIntervalHours``), so the others are 8 h;
   Bybit gives ``fundingInterval`` in minutes in each instrument's info; OKX: ccxt's
@@ -79,7 +80,9 @@ charges spot fees in USDT).
   sent, as the exchange cuts a reduce-only perp order to the position: a spot leg holds
   its buy less the commission when that was taken in the base asset (Bybit, OKX, Binance
   without BNB), so closing the bought quantity would be refused. A commission charged in
-  the base asset is booked in USD at the fill price. Market orders go without a price and
+  the base asset is booked in USD at the fill price (``fee_usd``) and reported in base units
+  (:attr:`~perpdesk.execution.orders.VenueExecution.fee_qty_base`): the ledger keeps the
+  spot holding net of it, as the exchange does. Market orders go without a price and
   are sized in base units: Bybit ``marketUnit=baseCoin`` (a spot market buy's ``qty`` is
   otherwise USDT), OKX ``tgtCcy=base_ccy`` (idem for ``sz``); OKX spot orders are
   ``tdMode=cash``. Binance: another account and ccxt class (``binance``), own fills on the
@@ -139,12 +142,14 @@ from perpdesk.domain import (
     Trade,
 )
 from perpdesk.domain.instruments import SPOT_SUFFIX
-from perpdesk.execution.orders import (
+from perpdesk.execution.orders import (  # the client id codec, re-exported from here
     DuplicateClientIdError,
     OrderManager,
     RetryPolicy,
     Sleep,
     VenueExecution,
+    engine_client_id,
+    venue_client_id,
 )
 from perpdesk.execution.protocol import (
     Balance,
@@ -181,6 +186,11 @@ CREDENTIAL_NAMES = {"binanceusdm": "binance", "binance": "binance", "bybit": "by
 """Venue id → the name in ``PERPDESK_<NAME>_API_KEY`` / ``_API_SECRET`` (/ ``_API_PASSPHRASE``)."""
 
 DEFAULT_FUNDING_INTERVAL_H = {"binanceusdm": 8, "bybit": 8, "okx": 8}
+RATE_WINDOW_MS = 10_000.0
+"""Window of ccxt's rolling-window throttle (ms): the weight sent in any 10 s stays within
+10 s / ``rateLimit`` (Binance USD-M: 200 weight units at 50 ms each; Bybit 500 at 20 ms;
+OKX 90 at 110 ms), ccxt's average rate, while a burst inside that budget (an exit leg right
+after a funding read) is not delayed. See :func:`make_exchange`."""
 NEWEST_FIRST_TRADE_LISTS = frozenset({"bybit", "okx"})
 """Venues whose own-trade lists answer the newest rows of a window first (paged by cursor /
 bill id, not by time): read through :meth:`LiveVenue._own_trades`."""
@@ -198,71 +208,6 @@ RATE_LIMIT_CODES = frozenset({-1003, 10006, 50011, 50061})
 TRANSIENT_CODES = frozenset({-1021, 10002, 10016, 50026})
 """Refused before execution or server trouble (query before any resend): Binance -1021 and
 Bybit 10002 (outside the recv window), Bybit 10016 and OKX 50026 ("System error")."""
-
-CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], str, int]] = {
-    "bybit": (re.compile(r"[A-Za-z0-9-]"), "_", 36),
-    "okx": (re.compile(r"[A-Za-z0-9]"), "Q", 32),
-}
-"""Venue → (characters kept as they are, escape character, maximum length) of its client id:
-Bybit ``orderLinkId`` takes letters, digits, ``-`` and ``_`` up to 36; OKX ``clOrdId`` letters
-and digits up to 32 (each venue's *Place order* doc). Binance takes ``[.A-Z:/a-z0-9_-]``
-(the :class:`~perpdesk.execution.orders.ClientIdFactory` alphabet) as it is."""
-_ESCAPES = {".": "d", ":": "c", "/": "s", "_": "u", "-": "h"}
-_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
-
-
-def venue_client_id(venue_id: str, client_order_id: str) -> str:
-    """Our client id in the venue's alphabet, reversibly (:func:`engine_client_id`): a character
-    the venue refuses becomes the escape character + a letter (``.`` → ``d``, ``:`` → ``c``,
-    ``/`` → ``s``, ``_`` → ``u``, ``-`` → ``h``) and the escape character itself is doubled
-    (Bybit ``carry.r7-41`` → ``carry_dr7-41``; OKX → ``carryQdr7Qh41``). Raises
-    :class:`VenueError` when the result is longer than the venue allows."""
-    rule = CLIENT_ID_RULES.get(venue_id)
-    if rule is None:
-        return client_order_id
-    keep, esc, limit = rule
-    out = []
-    for ch in client_order_id:
-        if ch == esc:
-            out.append(esc + esc)
-        elif keep.fullmatch(ch):
-            out.append(ch)
-        elif ch in _ESCAPES:
-            out.append(esc + _ESCAPES[ch])
-        else:
-            raise VenueError(f"client id {client_order_id!r}: character {ch!r} not supported")
-    vid = "".join(out)
-    if len(vid) > limit:
-        raise VenueError(
-            f"client id {client_order_id!r}: {venue_id} takes at most {limit} characters "
-            f"({vid!r} has {len(vid)})"
-        )
-    return vid
-
-
-def engine_client_id(venue_id: str, venue_cid: str) -> str:
-    """The inverse of :func:`venue_client_id` (an id that is not a valid escape sequence is
-    returned as it is: an order placed by hand)."""
-    rule = CLIENT_ID_RULES.get(venue_id)
-    if rule is None or not venue_cid:
-        return venue_cid
-    esc = rule[1]
-    out, i = [], 0
-    while i < len(venue_cid):
-        ch = venue_cid[i]
-        if ch != esc:
-            out.append(ch)
-            i += 1
-            continue
-        nxt = venue_cid[i + 1 : i + 2]
-        if nxt == esc:
-            out.append(esc)
-        elif nxt in _UNESCAPES:
-            out.append(_UNESCAPES[nxt])
-        else:
-            return venue_cid
-        i += 2
-    return "".join(out)
 
 
 def _dec(x: Any) -> Decimal:
@@ -298,7 +243,15 @@ def make_exchange(
     are the spot ones of the same unified account (one key trades both).
 
     ``enable_rate_limit`` keeps ccxt's client-side throttle (request weights per the
-    exchange's limits) — switch it off only against a local fake.
+    exchange's limits) — switch it off only against a local fake. The throttle is ccxt's
+    rolling window (:data:`RATE_WINDOW_MS`), not its default leaky bucket: the leaky bucket
+    makes every request wait until the previous one's weight has drained (Binance USD-M
+    ``GET /fapi/v1/income`` weighs 30 at ccxt's 50 ms per unit, so an order sent after a
+    funding-payments read waited 1.5 s, and 0.25 s per ``userTrades`` read). The window
+    admits a request at once while the weight of the last ``RATE_WINDOW_MS`` stays within
+    ``RATE_WINDOW_MS / rateLimit`` — the same average rate, without queueing an exit leg
+    behind bookkeeping. The exchanges' own limits are per minute (Binance: 2,400 weight per
+    minute per IP on USD-M, *General Info → Limits*) and well above one window's budget.
 
     ``api_url`` / ``ws_url`` point it at another host (a loopback fake in tests): REST via
     :func:`~perpdesk.data.sources.ccxt_download.point_ccxt_at`; ``ws_url`` replaces the
@@ -311,6 +264,8 @@ def make_exchange(
     cfg: dict[str, Any] = {
         "timeout": timeout_ms,
         "enableRateLimit": enable_rate_limit,
+        "rateLimiterAlgorithm": "rollingWindow",
+        "rollingWindowSize": RATE_WINDOW_MS,
         "options": {
             "recvWindow": recv_window_ms,
             "adjustForTimeDifference": False,
@@ -1228,10 +1183,12 @@ class LiveVenue:
         fee = t.get("fee") or {}
         cur = fee.get("currency")
         fee_usd = _dec(fee.get("cost"))
+        fee_base = Decimal(0)
         if fee_usd != 0 and cur not in USD_ASSETS:
             base = (self.ex.markets.get(t["symbol"]) or {}).get("base")
             if not self.spot or cur != base:
                 raise VenueError(f"{self.venue_id} trade {t.get('id')}: fee in {cur}, not USD")
+            fee_base = fee_usd  # taken out of the base asset received: the holding is net
             fee_usd = fee_usd * _dec(t.get("price"))  # base-asset commission at the fill price
         # Binance positionSide (REST) / ps (stream), OKX posSide (net = one-way)
         ps = str(info.get("positionSide") or info.get("ps") or info.get("posSide") or "BOTH")
@@ -1248,6 +1205,7 @@ class LiveVenue:
             ts_ns=int(t.get("timestamp") or 0) * 1_000_000,
             venue_order_id=oid,
             position_side=PositionSide(ps) if ps in ("long", "short") else PositionSide.BOTH,
+            fee_qty_base=fee_base,
         )
 
     def _trade_client_id(self, t: Mapping[str, Any]) -> str:
