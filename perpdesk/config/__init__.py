@@ -217,10 +217,14 @@ class RunnerSettings(_Section):
         "risk.enable_live_orders and the layer in risk.live_layers.",
     )
     venue: str = Field(
-        "binanceusdm", min_length=1, description="ccxt id of the perp exchange (orders, data)."
+        "binanceusdm",
+        min_length=1,
+        description="ccxt id of the perp exchange (orders, data): binanceusdm, bybit or okx.",
     )
     spot_venue: str = Field(
-        "", description="ccxt id of the spot exchange; empty = the perp venue's (binance)."
+        "",
+        description="ccxt id of the spot exchange; empty = the perp venue's own spot account "
+        "(binanceusdm → binance; bybit and okx: the same unified account).",
     )
     symbols: tuple[str, ...] = Field(
         ("BTCUSDT",), description="Perps traded, each paired with its spot leg (X → X.SPOT)."
