@@ -68,9 +68,12 @@ part is the remainder of open orders, computed). Spot answers as Binance does: a
 may be reused once the earlier order is closed (only open ids are duplicates: ``-2010
 Duplicate order sent.``), ``-2010 Account has insufficient balance for requested action.``,
 a cancel answers with a new ``clientOrderId`` and the original in ``origClientOrderId``,
-``myTrades`` rows carry no client id. **Simplification:** spot commission (0.1 %) is charged
-in the quote asset (USDT); Binance takes a buy's commission in the base asset unless the
-account pays fees in BNB. Spot websockets: market streams on ``/stream-spot/ws`` (ccxt.pro's
+``myTrades`` rows carry no client id. Spot commission (0.1 %, rounded to 8 places) is
+charged by default in the quote asset (USDT) — a simplification; with
+``spot_fee_asset="base"`` (constructor argument or attribute) it is charged as Binance does
+for an account that does not pay fees in BNB: in the asset received — a buy's in the base
+asset (buying 0.075 BTC credits 0.074925 BTC, ``commissionAsset`` BTC), a sell's in the quote
+asset. Spot websockets: market streams on ``/stream-spot/ws`` (ccxt.pro's
 ``urls['api']['ws']['spot']``, :meth:`publish` with ``spot=True``); the user-data stream on
 the websocket API ``/spot/ws-api/v3`` (``userDataStream.subscribe.signature``, signed like
 REST), ``executionReport`` events in the recorded layout
@@ -253,7 +256,11 @@ class FakeBinanceUSDM:
         api_key: str = "fake-api-key",
         api_secret: str = "fake-api-secret",
         wallet_usdt: str = "10000",
+        spot_fee_asset: str = "quote",
     ) -> None:
+        if spot_fee_asset not in ("quote", "base"):
+            raise ValueError(f"spot_fee_asset {spot_fee_asset!r}: quote or base")
+        self.spot_fee_asset = spot_fee_asset
         self.now_ms = now_ms
         self.exchange_info = (
             exchange_info if exchange_info is not None else recorded("exchange_info")
@@ -1300,10 +1307,15 @@ class FakeBinanceUSDM:
             s = info[o["symbol"]]
             rem = Decimal(o["origQty"]) - Decimal(o["executedQty"])
             if o["side"] == "BUY" and s["quoteAsset"] == asset:
-                out += rem * Decimal(o["price"]) * (1 + self.spot_fee_rate)
+                out += rem * Decimal(o["price"]) * (1 + self._quote_fee_rate_on_buy)
             elif o["side"] == "SELL" and s["baseAsset"] == asset:
                 out += rem
         return out
+
+    @property
+    def _quote_fee_rate_on_buy(self) -> Decimal:
+        """The fee rate a spot buy pays in the quote asset (0 when it pays in the base)."""
+        return Decimal(0) if self.spot_fee_asset == "base" else self.spot_fee_rate
 
     def spot_free(self, asset: str) -> Decimal:
         """Free units of ``asset`` on the spot account (balance − locked)."""
@@ -1360,7 +1372,8 @@ class FakeBinanceUSDM:
         tif = q.get("timeInForce", "GTC") if otype == "LIMIT" else "GTC"
         ref_px = price if otype != "MARKET" else (book["ask"] if side == "BUY" else book["bid"])
         if side == "BUY":
-            short = qty * ref_px * (1 + self.spot_fee_rate) > self.spot_free(info["quoteAsset"])
+            need = qty * ref_px * (1 + self._quote_fee_rate_on_buy)
+            short = need > self.spot_free(info["quoteAsset"])
         else:
             short = qty > self.spot_free(info["baseAsset"])
         if short:
@@ -1426,16 +1439,20 @@ class FakeBinanceUSDM:
     def _spot_execute(
         self, o: dict[str, Any], qty: Decimal, price: Decimal, *, maker: bool
     ) -> None:
-        """One spot execution: balances move (commission in the quote asset, see the module
-        docstring), the order's cumulative fields, ``myTrades`` and an executionReport."""
+        """One spot execution: balances move (commission in the quote asset, or with
+        ``spot_fee_asset="base"`` in the asset received; see the module docstring), the
+        order's cumulative fields, ``myTrades`` and an executionReport."""
         info = self._spot_symbols()[o["symbol"]]
         base, quote = info["baseAsset"], info["quoteAsset"]
         notional = qty * price
-        fee = (notional * self.spot_fee_rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
         bal = self.spot_balances
         buy = o["side"] == "BUY"
+        fee_asset = base if buy and self.spot_fee_asset == "base" else quote
+        charged = qty if fee_asset == base else notional
+        fee = (charged * self.spot_fee_rate).quantize(Decimal("1e-8"), rounding=ROUND_HALF_EVEN)
         bal[base] = bal.get(base, Decimal(0)) + (qty if buy else -qty)
-        bal[quote] = bal.get(quote, Decimal(0)) + (-notional if buy else notional) - fee
+        bal[quote] = bal.get(quote, Decimal(0)) + (-notional if buy else notional)
+        bal[fee_asset] -= fee
         done = Decimal(o["executedQty"]) + qty
         cum_quote = Decimal(o["cummulativeQuoteQty"]) + notional
         o["executedQty"] = f"{done:.8f}"
@@ -1454,7 +1471,7 @@ class FakeBinanceUSDM:
                 "qty": f"{qty:.8f}",
                 "quoteQty": f"{notional:.8f}",
                 "commission": f"{fee:.8f}",
-                "commissionAsset": quote,
+                "commissionAsset": fee_asset,
                 "time": now,
                 "isBuyer": buy,
                 "isMaker": maker,
@@ -1467,7 +1484,7 @@ class FakeBinanceUSDM:
             last_qty=qty,
             last_px=price,
             fee=fee,
-            fee_asset=quote,
+            fee_asset=fee_asset,
             trade_id=tid,
             maker=maker,
         )

@@ -38,18 +38,21 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from perpdesk.execution.ccxt_live import LiveVenue, SpotPerpVenue
-from perpdesk.execution.orders import RetryPolicy
+from perpdesk.execution.ccxt_live import LiveVenue, SpotPerpVenue, venue_client_id
+from perpdesk.execution.orders import ClientIdFactory, RetryPolicy
+from perpdesk.execution.protocol import VenueError
 from perpdesk.live.runner import (
     CarrySignal,
     LiveExecutions,
     PairSpec,
     Runner,
     RunnerConfig,
+    _cycle_of,
+    client_order_id,
 )
 from perpdesk.risk.safeguards import Limits
 from perpdesk.store import Ledger, init_db
-from perpdesk.store.models import EventRow, FillRow
+from perpdesk.store.models import EventRow, FillRow, PositionRow
 from perpdesk.strategies.carry import CarryRules
 from tests.fake_exchange import FakeBinanceUSDM, Fault
 from tests.test_store import drop_schema, pg_schema_url
@@ -106,12 +109,33 @@ def lite(tmp_path: Path) -> str:
     return u
 
 
+def _fake(spot_fee_asset: str = "quote") -> FakeBinanceUSDM:
+    f = FakeBinanceUSDM(
+        int(time.time() * 1000), api_key=KEY, api_secret=SECRET, spot_fee_asset=spot_fee_asset
+    )
+    f.start()
+    f.set_book("BTCUSDT", "49999.9", "10", "50000.0", "10", publish=False)
+    f.set_book("BTCUSDT", "50000.00", "10", "50000.01", "10", publish=False, spot=True)
+    return f
+
+
 @pytest.fixture
 def fake():
-    with FakeBinanceUSDM(int(time.time() * 1000), api_key=KEY, api_secret=SECRET) as f:
-        f.set_book("BTCUSDT", "49999.9", "10", "50000.0", "10", publish=False)
-        f.set_book("BTCUSDT", "50000.00", "10", "50000.01", "10", publish=False, spot=True)
+    f = _fake()
+    try:
         yield f
+    finally:
+        f.stop()
+
+
+@pytest.fixture
+def fake_base_fee():
+    """The fake charging a spot buy's commission in BTC (Binance without BNB)."""
+    f = _fake("base")
+    try:
+        yield f
+    finally:
+        f.stop()
 
 
 class Live:
@@ -231,7 +255,7 @@ def fake_positions(fake: FakeBinanceUSDM) -> dict[str, D]:
 
 def fake_fills(fake: FakeBinanceUSDM) -> dict[tuple[str, str], tuple[str, str, D, D, D]]:
     """Every execution the fake made, keyed like the ledger: (symbol, trade id) →
-    (client id, side, qty, price, fee)."""
+    (client id, side, qty, price, fee in USD: a commission in BTC valued at the price)."""
     cid = {o["orderId"]: o["clientOrderId"] for o in fake.all_orders()}
     out = {}
     for t in fake.user_trades:
@@ -244,12 +268,15 @@ def fake_fills(fake: FakeBinanceUSDM) -> dict[tuple[str, str], tuple[str, str, D
             D(t["commission"]),
         )
     for t in fake.spot_trades:
+        fee = D(t["commission"])
+        if t["commissionAsset"] == "BTC":
+            fee *= D(t["price"])
         out[(t["symbol"] + ".SPOT", str(t["id"]))] = (
             cid[t["orderId"]],
             "buy" if t["isBuyer"] else "sell",
             D(t["qty"]),
             D(t["price"]),
-            D(t["commission"]),
+            fee,
         )
     return out
 
@@ -603,3 +630,178 @@ def test_duplicate_and_out_of_order_messages_book_each_fill_once(
             check_consistent(lv, 4)
 
     asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- base-asset fees
+
+
+def test_a_spot_fee_in_btc_is_netted_and_a_restart_reconciles_clean(
+    fake_base_fee: FakeBinanceUSDM, url: str, tmp_path: Path
+) -> None:
+    """Binance without BNB: the spot buy of 0.075 BTC pays 0.1 % of it in BTC (0.000075),
+    so the account holds 0.074925. The ledger's spot position is that net quantity; the exit
+    sells it on the spot lot (0.00001): 0.07492, leaving 0.000005 BTC on both sides."""
+    fake = fake_base_fee
+
+    async def main() -> None:
+        async with Live(fake, url, tmp_path, [0, 30, 0]) as lv:
+            assert lv.runner.id_venues == ("binanceusdm", "binance")
+            assert await lv.cycles(range(1, 2)) == ["ok"]
+            assert fake.spot_balances["BTC"] == D("0.074925")
+            assert positions(lv.ledger) == {"BTCUSDT": D("-0.075"), "BTCUSDT.SPOT": D("0.074925")}
+            assert await lv.cycles(range(2, 3)) == ["ok"]
+            spot_sells = [o for o in fake.all_orders() if o["clientOrderId"] == "L-2-S-BTCUSDT"]
+            assert [D(o["origQty"]) for o in spot_sells] == [D("0.07492")]
+            # 0.074925 − 0.07492 = 0.000005 BTC left, in the ledger exactly as on the exchange
+            assert fake.spot_balances["BTC"] == D("0.000005")
+            assert positions(lv.ledger) == {"BTCUSDT.SPOT": D("0.000005")}
+            with Session(lv.ledger.engine) as s:
+                spot = {
+                    r.client_order_id: (D(r.fee_usd), D(r.fee_qty_base))
+                    for r in s.scalars(select(FillRow).where(FillRow.symbol == "BTCUSDT.SPOT"))
+                }
+                cash = s.scalars(
+                    select(PositionRow.net_cash_usd).where(PositionRow.symbol == "BTCUSDT.SPOT")
+                ).one()
+            assert spot == {
+                # 0.000075 BTC × 50,000.01 = 3.75000075 USD, paid in BTC
+                "L-1-S-BTCUSDT": (D("3.75000075"), D("0.000075")),
+                # the sell's fee in USDT: 0.07492 × 50,000.00 × 0.1 % = 3.746
+                "L-2-S-BTCUSDT": (D("3.746"), D(0)),
+            }
+            # the fee counts once: the spot leg's cash is the spot account's USDT change,
+            # −0.075 × 50,000.01 + 0.07492 × 50,000 − 3.746 = −7.74675 (the BTC fee is the
+            # 0.000075 BTC the position no longer holds)
+            assert D(cash) == fake.spot_balances["USDT"] - 10000 == D("-7.74675")
+            check_consistent(lv, 4)
+            assert events(lv.ledger, "pair_unwound") == []
+
+        async with Live(fake, url, tmp_path, [0]) as lv2:
+            rec = events(lv2.ledger, "reconciled")[-1]
+            assert rec["fills_inserted"] == 0 and rec["mismatches"] == 0
+            assert events(lv2.ledger, "reconcile_mismatch") == []
+            assert await lv2.cycles(range(3, 4)) == ["ok"]  # 0.000005 BTC: below a lot
+            assert positions(lv2.ledger) == {"BTCUSDT.SPOT": fake.spot_balances["BTC"]}
+            check_consistent(lv2, 4)
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- refused closes
+
+INSUFFICIENT = "Account has insufficient balance for requested action."
+
+
+def test_a_refused_spot_close_backs_off_is_capped_and_alerted_once(
+    fake: FakeBinanceUSDM, lite: str, tmp_path: Path
+) -> None:
+    """The exchange refuses every spot sell of the exit (-2010): the perp closes, the spot
+    close is retried max_repair_attempts = 6 times with backoff 0.5 · 2^(n−1) s capped at
+    8 s (0.5, 1, 2, 4, 8, 8), the refusal is one event, and one pair_unhedged names the
+    leg, the quantity and the venue's reason. The next cycle repairs the spot leg."""
+
+    async def main() -> None:
+        async with Live(fake, lite, tmp_path, [0, 30, 0, 0]) as lv:
+            waits: list[float] = []
+
+            async def sleep(s: float) -> None:
+                waits.append(s)
+
+            lv.runner.pairs.sleep = sleep
+            lv.runner.pairs.unwind_timeout_s = 600.0  # the attempt cap is the bound here
+            assert await lv.cycles(range(1, 2)) == ["ok"]
+            refusal = Fault.binance_error(400, -2010, INSUFFICIENT)
+            fake.inject(SPOT_ORDER, *[refusal] * 7, method="POST")
+            assert await lv.cycles(range(2, 3)) == ["ok"]
+            posts = [r.query["newClientOrderId"] for r in fake.requests_to(SPOT_ORDER)]
+            assert posts[1:] == ["L-2-S-BTCUSDT"] + [f"L-2-CS{n}-BTCUSDT" for n in range(6)]
+            assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+            rejects = events(lv.ledger, "venue_reject")
+            assert len(rejects) == 1 and INSUFFICIENT in rejects[0]["reason"]
+            assert rejects[0]["client_order_id"] == "L-2-S-BTCUSDT"
+            (alert,) = events(lv.ledger, "pair_unhedged")
+            assert (alert["leg"], alert["symbol"], alert["side"]) == ("S", "BTCUSDT.SPOT", "sell")
+            assert D(alert["qty"]) == D("0.075") and alert["attempts"] == 6
+            assert len(alert["reasons"]) == 1 and INSUFFICIENT in alert["reasons"][0]
+            for n in range(6):
+                assert lv.ledger.order(f"L-2-CS{n}-BTCUSDT").status == "rejected"
+            assert positions(lv.ledger) == {"BTCUSDT.SPOT": D("0.075")}
+            # the next cycle closes the unhedged spot: one reduce-only sell
+            assert await lv.cycles(range(3, 5)) == ["ok", "ok"]
+            assert positions(lv.ledger) == {} == fake_positions(fake)
+            assert cids(fake) == [
+                "L-1-P-BTCUSDT",
+                "L-1-S-BTCUSDT",
+                "L-2-P-BTCUSDT",
+                "L-3-RS-BTCUSDT",
+            ]
+            assert ledger_fills(lv.ledger) == fake_fills(fake)
+            assert lv.ledger.audit().ok
+
+    asyncio.run(main())
+
+
+def test_an_unhedged_spot_net_of_a_btc_fee_is_repaired_on_the_lot_grid(
+    fake_base_fee: FakeBinanceUSDM, lite: str, tmp_path: Path
+) -> None:
+    """The exit's spot close is refused (the attempt cap, then pair_unhedged); the next
+    cycle's repair sells the net holding 0.074925 BTC rounded down to the lot 0.00001:
+    0.07492 (an off-grid 0.074925 would be refused before sending, every cycle)."""
+    fake = fake_base_fee
+
+    async def main() -> None:
+        async with Live(fake, lite, tmp_path, [0, 30, 0, 0]) as lv:
+
+            async def sleep(s: float) -> None:
+                pass
+
+            lv.runner.pairs.sleep = sleep
+            lv.runner.pairs.unwind_timeout_s = 600.0
+            assert await lv.cycles(range(1, 2)) == ["ok"]
+            refusal = Fault.binance_error(400, -2010, INSUFFICIENT)
+            fake.inject(SPOT_ORDER, *[refusal] * 7, method="POST")
+            assert await lv.cycles(range(2, 3)) == ["ok"]
+            (alert,) = events(lv.ledger, "pair_unhedged")
+            assert D(alert["qty"]) == D("0.07492")  # the exit sold the net holding
+            assert await lv.cycles(range(3, 5)) == ["ok", "ok"]
+            (repair,) = [o for o in fake.all_orders() if o["clientOrderId"] == "L-3-RS-BTCUSDT"]
+            assert (repair["status"], D(repair["executedQty"])) == ("FILLED", D("0.07492"))
+            assert positions(lv.ledger) == {"BTCUSDT.SPOT": D("0.000005")} == fake_positions(fake)
+            assert ledger_fills(lv.ledger) == fake_fills(fake)
+            assert lv.ledger.audit().ok
+
+    asyncio.run(main())
+
+
+# --------------------------------------------------------------------------- client ids
+
+
+def test_runner_client_ids_fit_every_venue_and_are_deterministic() -> None:
+    """A long run id, a 4-digit cycle and 1000PEPEUSDT: the plain id
+    ``carry-eu.prod_07-1234-UP0-1000PEPEUSDT`` has 37 characters (Binance takes 36) and 43
+    on OKX (each of its 6 ``-``, ``.``, ``_`` takes 2; OKX takes 32): every id fits
+    Binance, Bybit and OKX as sent, is the same for the same inputs, differs between legs,
+    and gives its cycle back."""
+    run, venues = "carry-eu.prod_07", ("okx", "bybit", "binanceusdm")
+    legs = ["P", "S", "UP0", "US5", "CP12", "CS3", "RP", "RS"]
+    got = {}
+    for leg in legs:
+        cid = client_order_id(run, 1234, "1000PEPEUSDT", leg, venues)
+        assert cid == client_order_id(run, 1234, "1000PEPEUSDT", leg, venues)
+        assert len(venue_client_id("okx", cid)) <= 32
+        assert len(venue_client_id("bybit", cid)) <= 36
+        assert len(venue_client_id("binanceusdm", cid)) <= 36
+        assert _cycle_of(run, cid) == 1234
+        got[leg] = cid
+    assert len(set(got.values())) == len(legs)
+    # for Binance alone the run id stays readable (only the symbol is hashed)
+    binance = client_order_id(run, 1234, "1000PEPEUSDT", "UP0")
+    assert binance.startswith("carry-eu.prod_07-1234-UP0-") and len(binance) == 36
+    # short ids are unchanged on every venue
+    assert client_order_id("L", 1, "BTCUSDT", "P", venues) == "L-1-P-BTCUSDT"
+    # the order manager's ids: a prefix must leave room for a 10-digit counter as encoded
+    assert ClientIdFactory("carry.r7", venues=venues).next() == "carry.r7-1"
+    # 20 characters, 5 of them escaped on OKX: 25 + "Qh" + 10 digits = 37 > 32
+    with pytest.raises(VenueError, match="too long for okx"):
+        ClientIdFactory("carry-eu.prod_07.x-y", venues=venues)
+    assert ClientIdFactory("carry-eu.prod_07.x-y").next() == "carry-eu.prod_07.x-y-1"

@@ -36,6 +36,7 @@ from perpdesk.store import (
     status_payload,
     write_snapshot,
 )
+from perpdesk.store.ledger import HEAD_REVISION
 from perpdesk.store.models import Base, EventRow
 
 D = Decimal
@@ -101,8 +102,8 @@ def mk_fill(cid: str, symbol: str, side: Side, qty: str, price: str, fee: str, t
 
 
 def test_migrations_create_exactly_the_models(url: str) -> None:
-    assert init_db(url) == "0001_initial"
-    assert init_db(url) == "0001_initial"  # idempotent
+    assert init_db(url) == HEAD_REVISION
+    assert init_db(url) == HEAD_REVISION  # idempotent
     engine = make_engine(url)
     with engine.connect() as c:
         ctx = MigrationContext.configure(c, opts={"compare_type": True})
@@ -126,7 +127,7 @@ def test_concurrent_init_db_migrates_once(url: str) -> None:
     for t in threads:
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "writers deadlocked"
-    assert not errors and results == ["0001_initial"] * 3
+    assert not errors and results == [HEAD_REVISION] * 3
 
 
 def test_sqlite_is_wal_and_money_is_text(tmp_path: Path) -> None:
@@ -147,7 +148,7 @@ def test_unmigrated_missing_and_unreachable_databases(tmp_path: Path) -> None:
     with pytest.raises(LedgerError, match="no such database; run `perpdesk init-db`"):
         Ledger(f"sqlite:///{tmp_path / 'none.sqlite'}")
     sqlite3.connect(tmp_path / "empty.sqlite").close()
-    with pytest.raises(LedgerError, match="schema at nothing, expected 0001_initial"):
+    with pytest.raises(LedgerError, match=f"schema at nothing, expected {HEAD_REVISION}"):
         Ledger(f"sqlite:///{tmp_path / 'empty.sqlite'}")
     bad = "postgresql+psycopg://postgres:hunter2pass@127.0.0.1:1/test"
     with pytest.raises(LedgerError) as e:
@@ -184,6 +185,59 @@ def test_fill_recorded_twice_is_stored_once(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="order nope not recorded"):
         ledger.record_fill(mk_fill("nope", "BTCUSDT", Side.BUY, "1", "1", "0", T), "t9")
     assert ledger.status().n_fills == 2 and ledger.audit().ok
+
+
+def test_a_fee_paid_in_the_base_asset_moves_the_quantity_and_counts_once(ledger: Ledger) -> None:
+    """A spot buy of 0.1 BTC at 40,000 whose 0.1 % fee (0.0001 BTC = 4 USD) is taken in BTC
+    holds 0.0999 BTC; its cash flow is −4,000 (the fee left as BTC, not USDT). Sold at
+    41,000 with a 4.0959 USD fee: PnL = 0.0999 × 1,000 − 4 − 4.0959 = 91.8041."""
+    ledger.record_transfer("d", D(10000), T)
+    for cid, side, qty in (("b", Side.BUY, 0.1), ("s", Side.SELL, 0.0999)):
+        ledger.record_order(mk_order(cid, "BTCUSDT.SPOT", side, qty), layer="carry", mode="live")
+    buy = mk_fill("b", "BTCUSDT.SPOT", Side.BUY, "0.1", "40000", "4", T + 1)
+    assert ledger.record_fill(buy, "1", fee_qty_base=D("0.0001")) is True
+    assert ledger.record_fill(buy, "1", fee_qty_base=D("0.0001")) is False
+    with pytest.raises(LedgerError, match="already recorded with fee_qty_base"):
+        ledger.record_fill(buy, "1")
+    (p,) = ledger.status().positions
+    # entry cost 0.0999 × 40,000 = 3,996; equity = cash = 10,000 − 4 (the fee, once)
+    assert (p.qty_base, p.entry_price, p.fees_usd) == (D("0.0999"), D(40000), D(4))
+    assert p.pnl_usd == D(-4) and p.unrealised_pnl_usd == 0
+    st = ledger.status()
+    assert st.equity_usd == st.cash_usd == D(9996)
+    sell = mk_fill("s", "BTCUSDT.SPOT", Side.SELL, "0.0999", "41000", "4.0959", T + 2)
+    assert ledger.record_fill(sell, "2") is True
+    st = ledger.status()
+    assert st.equity_usd == st.cash_usd == D("10091.8041")
+    assert [p.qty_base for p in st.positions] == [0]
+    assert ledger.audit().ok
+
+
+def test_a_ledger_at_0001_upgrades_with_fee_qty_base_zero(url: str) -> None:
+    from alembic import command
+
+    from perpdesk.store.ledger import alembic_config
+
+    command.upgrade(alembic_config(url), "0001_initial")
+    eng = make_engine(url)
+    with eng.begin() as c:
+        c.exec_driver_sql(
+            "INSERT INTO fills (venue, symbol, trade_id, client_order_id, layer, side, "
+            "qty_base, price, fee_usd, liquidity, ts_ns) VALUES ('binanceusdm', 'BTCUSDT', "
+            f"'1', 'c', 'carry', 'buy', '0.5', '40000', '8', 'taker', {T})"
+        )
+    eng.dispose()
+    assert init_db(url) == HEAD_REVISION
+    with Ledger(url) as led:
+        (row,) = led.fills()
+        assert (row.qty_base, row.fee_qty_base) == (D("0.5"), 0)
+        # the same trade reported again with a base-asset fee: the old row stands
+        again = Fill(
+            "c", "binanceusdm", "BTCUSDT", Side.BUY, D("0.5"), D(40000), D(8), Liquidity.TAKER, T
+        )
+        assert led.record_fill(again, "1", layer="carry", fee_qty_base=D("0.0002")) is False
+        (row,) = led.fills()
+        assert row.fee_qty_base == 0
 
 
 def test_order_status_updates_ignore_stale_messages(ledger: Ledger) -> None:
@@ -386,7 +440,7 @@ def test_cli_init_db_and_status(url: str, tmp_path: Path, monkeypatch: pytest.Mo
     runner = CliRunner()
     r = runner.invoke(app, ["init-db", "--url", url])
     assert r.exit_code == 0, r.output
-    assert "ledger ready" in r.output and "0001_initial" in r.output
+    assert "ledger ready" in r.output and HEAD_REVISION in r.output
     with Ledger(url) as led:
         led.record_transfer("dep", D(10_000), T)
         led.record_order(mk_order("b1", "BTCUSDT", Side.BUY, 0.5), layer="carry", mode="paper")

@@ -3,7 +3,8 @@
 - :class:`ClientIdFactory` — ``<prefix>-<n>`` ids, deterministic for a run (the prefix names
   the run/strategy; the runner restarts ``n`` from its ledger). Binance limits
   ``newClientOrderId`` to ``^[.A-Z:/a-z0-9_-]{1,36}$`` (USD-M "New Order" doc), so prefixes
-  are checked against that.
+  are checked against that, and against the encoded limit of every venue given
+  (:data:`CLIENT_ID_RULES`, :func:`client_id_fits`: Bybit 36, OKX 32).
 - :class:`OrderManager.submit` — **no duplicate order, ever**. A send whose outcome is unknown
   (timeout, dropped connection, 5xx: :class:`~perpdesk.execution.protocol.TransientVenueError`)
   is never simply repeated: the manager first waits ``settle_s`` (at least the request's
@@ -41,6 +42,8 @@ from perpdesk.execution.protocol import (
 )
 
 __all__ = [
+    "BINANCE_CLIENT_ID_MAX",
+    "CLIENT_ID_RULES",
     "ClientIdFactory",
     "DuplicateClientIdError",
     "OrderManager",
@@ -48,9 +51,95 @@ __all__ = [
     "OutcomeUnknownError",
     "RetryPolicy",
     "VenueExecution",
+    "client_id_fits",
+    "engine_client_id",
+    "venue_client_id",
 ]
 
 _CID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
+BINANCE_CLIENT_ID_MAX = 36
+CLIENT_ID_RULES: dict[str, tuple[re.Pattern[str], str, int]] = {
+    "bybit": (re.compile(r"[A-Za-z0-9-]"), "_", 36),
+    "okx": (re.compile(r"[A-Za-z0-9]"), "Q", 32),
+}
+"""Venue → (characters kept as they are, escape character, maximum length) of its client id:
+Bybit ``orderLinkId`` takes letters, digits, ``-`` and ``_`` up to 36; OKX ``clOrdId`` letters
+and digits up to 32 (each venue's *Place order* doc). Binance takes ``[.A-Z:/a-z0-9_-]``
+(the :class:`ClientIdFactory` alphabet) as it is, up to 36 (:data:`BINANCE_CLIENT_ID_MAX`).
+The table lives here (not in :mod:`~perpdesk.execution.ccxt_live`) so that id makers —
+this module's :class:`ClientIdFactory`, the runner's ``client_order_id`` — can check what
+a venue accepts without importing ccxt."""
+_ESCAPES = {".": "d", ":": "c", "/": "s", "_": "u", "-": "h"}
+_UNESCAPES = {v: k for k, v in _ESCAPES.items()}
+
+
+def venue_client_id(venue_id: str, client_order_id: str) -> str:
+    """Our client id in the venue's alphabet, reversibly (:func:`engine_client_id`): a character
+    the venue refuses becomes the escape character + a letter (``.`` → ``d``, ``:`` → ``c``,
+    ``/`` → ``s``, ``_`` → ``u``, ``-`` → ``h``) and the escape character itself is doubled
+    (Bybit ``carry.r7-41`` → ``carry_dr7-41``; OKX → ``carryQdr7Qh41``). Raises
+    :class:`VenueError` when the result is longer than the venue allows."""
+    rule = CLIENT_ID_RULES.get(venue_id)
+    if rule is None:
+        return client_order_id
+    keep, esc, limit = rule
+    out = []
+    for ch in client_order_id:
+        if ch == esc:
+            out.append(esc + esc)
+        elif keep.fullmatch(ch):
+            out.append(ch)
+        elif ch in _ESCAPES:
+            out.append(esc + _ESCAPES[ch])
+        else:
+            raise VenueError(f"client id {client_order_id!r}: character {ch!r} not supported")
+    vid = "".join(out)
+    if len(vid) > limit:
+        raise VenueError(
+            f"client id {client_order_id!r}: {venue_id} takes at most {limit} characters "
+            f"({vid!r} has {len(vid)})"
+        )
+    return vid
+
+
+def engine_client_id(venue_id: str, venue_cid: str) -> str:
+    """The inverse of :func:`venue_client_id` (an id that is not a valid escape sequence is
+    returned as it is: an order placed by hand)."""
+    rule = CLIENT_ID_RULES.get(venue_id)
+    if rule is None or not venue_cid:
+        return venue_cid
+    esc = rule[1]
+    out, i = [], 0
+    while i < len(venue_cid):
+        ch = venue_cid[i]
+        if ch != esc:
+            out.append(ch)
+            i += 1
+            continue
+        nxt = venue_cid[i + 1 : i + 2]
+        if nxt == esc:
+            out.append(esc)
+        elif nxt in _UNESCAPES:
+            out.append(_UNESCAPES[nxt])
+        else:
+            return venue_cid
+        i += 2
+    return "".join(out)
+
+
+def client_id_fits(venue_id: str, client_order_id: str) -> bool:
+    """Whether ``client_order_id`` can be sent to ``venue_id``: encoded by
+    :func:`venue_client_id` within that venue's limit (Bybit, OKX), else Binance's rule
+    ``^[.A-Z:/a-z0-9_-]{1,36}$`` (every other venue id: Binance spot and USD-M, paper)."""
+    if venue_id not in CLIENT_ID_RULES:
+        return _CID_RE.match(client_order_id) is not None
+    try:
+        venue_client_id(venue_id, client_order_id)
+    except VenueError:
+        return False
+    return True
+
+
 _RANK = {
     OrderStatus.NEW: 0,
     OrderStatus.PARTIALLY_FILLED: 1,
@@ -71,15 +160,30 @@ class OutcomeUnknownError(VenueError):
 
 
 class ClientIdFactory:
-    """Deterministic unique client order ids ``<prefix>-<n>`` (n = start, start+1, …)."""
+    """Deterministic unique client order ids ``<prefix>-<n>`` (n = start, start+1, …).
 
-    def __init__(self, prefix: str, start: int = 1) -> None:
+    The prefix is at most 24 of Binance's ``[.A-Za-z0-9:/_-]``. With ``venues`` (venue ids
+    the ids will be sent to, e.g. ``("okx",)``) the prefix must also leave room for a
+    counter of :data:`COUNTER_DIGITS` digits on every one of them, as encoded there
+    (:func:`client_id_fits`: on OKX each ``-``, ``.``, ``_``, ``:``, ``/`` takes two of its
+    32 characters)."""
+
+    COUNTER_DIGITS = 10
+
+    def __init__(self, prefix: str, start: int = 1, venues: Iterable[str] = ()) -> None:
         if not _CID_RE.match(f"{prefix}-{start}") or len(prefix) > 24:
             raise VenueError(
                 f"client id prefix {prefix!r}: use at most 24 of [.A-Za-z0-9:/_-] (Binance)"
             )
         if start < 0:
             raise VenueError(f"client id start {start} must be >= 0")
+        widest = f"{prefix}-{'9' * max(self.COUNTER_DIGITS, len(str(start)))}"
+        for v in venues:
+            if not client_id_fits(v, widest):
+                raise VenueError(
+                    f"client id prefix {prefix!r}: too long for {v} once encoded "
+                    f"({widest!r} would not fit); shorten it"
+                )
         self.prefix = prefix
         self._n = start
 
@@ -142,6 +246,10 @@ class VenueExecution:
     ts_ns: int
     venue_order_id: str = ""
     position_side: PositionSide = PositionSide.BOTH
+    fee_qty_base: Decimal = Decimal(0)
+    """The part of the commission the venue took in the symbol's base asset (base units;
+    a spot buy on Bybit, OKX, Binance without BNB). ``fee_usd`` already includes it, valued
+    at ``price``; the base asset held moves by ``±qty_base − fee_qty_base``."""
 
 
 @dataclass(slots=True)

@@ -22,6 +22,13 @@
   venue on live data has no better estimate of the exchange's book).
 - The same :class:`~perpdesk.strategies.base.Strategy` object runs here as in the backtest,
   through :class:`PaperContext`.
+- **State export**: :meth:`PaperVenue.state` is everything a replay of the venue's inputs
+  would rebuild (account books and lots, cash, marks, orders and their working remainders,
+  resting books, quotes, clock, funding clocks, fill and funding logs, sequence counters,
+  timers), as a JSON-serialisable dict (Decimals as strings, non-finite floats as
+  ``"nan"``/``"inf"``); :meth:`PaperVenue.restore` loads it into a fresh venue of the same
+  instruments, which then behaves exactly as the venue that exported it. The layout is
+  :data:`PAPER_STATE_VERSION`.
 """
 
 from __future__ import annotations
@@ -30,8 +37,9 @@ import asyncio
 import contextlib
 import heapq
 import math
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +55,7 @@ from perpdesk.domain import (
     OrderType,
     PositionSide,
     Side,
+    TimeInForce,
     Timer,
     Trade,
     to_decimal,
@@ -60,13 +69,19 @@ from perpdesk.execution.protocol import (
     VenueError,
     VenuePosition,
 )
-from perpdesk.sim.account import Account
+from perpdesk.sim.account import Account, _Attr, _Book, _Lot, _Owner
 from perpdesk.sim.costs import Costs
 from perpdesk.sim.engine import _to_lot, _to_tick, check_arrival, check_order, reducible_qty
 from perpdesk.sim.fills import Execution, FillModel, Quote, TickFillModel, WorkingOrder
 from perpdesk.strategies.base import OrderMethods, Strategy
 
-__all__ = ["PaperContext", "PaperVenue", "merge_streams"]
+__all__ = ["PAPER_STATE_VERSION", "PaperContext", "PaperVenue", "merge_streams"]
+
+PAPER_STATE_VERSION = 1
+"""Layout version of :meth:`PaperVenue.state`; :meth:`PaperVenue.restore` refuses any other.
+Bump it whenever a field is added, removed or changes meaning (the layout check of
+:func:`_check_layout` fails the tests when the venue, account or fill-model classes gain a
+field this version does not cover)."""
 
 MarketEvent = Trade | BookTop | MarkPrice | FundingSettlement | Liquidation
 _Q8 = Decimal("1e-8")
@@ -99,6 +114,171 @@ class _Subscribers:
         for syms, q in self.queues:
             if syms is None or symbol in syms:
                 q.put_nowait(item)
+
+
+# ---------------------------------------------------------------------------- state codec
+# The attributes each class holds, as this state layout knows them: a class that gains a
+# field fails :func:`_check_layout` loudly instead of being left out of a checkpoint.
+_VENUE_ATTRS = frozenset(
+    {
+        "_venue", "_instruments", "account", "costs", "fill_model", "now_ns", "_quotes",
+        "_orders", "_books", "_seq", "_funding_clock", "funding", "fill_log", "_fills_q",
+        "_subs", "_timers", "strategy", "ctx", "_started",
+    }
+)  # fmt: skip
+_ACCOUNT_ATTRS = frozenset(
+    {
+        "_instruments", "_cash", "_hedge", "_margin_mode", "_liq_fee_rate", "_brackets",
+        "_leverage", "_lev_dec", "_books", "_symbol_books", "_perp_books", "_spot_books",
+        "_open_perp", "_open_spot", "_marks", "_attr", "_seq", "_fees_total",
+        "_funding_total", "_avail_c",
+    }
+)  # fmt: skip
+_SLOTS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (_Book, ("symbol", "position_side", "is_spot", "qty", "cost", "realised", "funding",
+             "fees", "isolated_margin", "owners", "upnl_c", "mm_c")),
+    (_Owner, ("lots", "qty", "cost")),
+    (_Lot, ("seq", "qty", "price", "client_order_id", "ts_ns")),
+    (_Attr, ("realised", "funding", "fees", "slippage")),
+    (WorkingOrder, ("order", "arrival_ts_ns", "remaining_base", "seq", "remaining_exact")),
+    (Quote, ("last_price", "bid", "bid_qty_base", "ask", "ask_qty_base")),
+    (Order, ("client_order_id", "venue", "symbol", "side", "qty_base", "type", "price",
+             "stop_price", "tif", "reduce_only", "position_side", "ts_ns", "strategy_id",
+             "label")),
+    (Fill, ("client_order_id", "venue", "symbol", "side", "qty_base", "price", "fee_usd",
+            "liquidity", "ts_ns", "position_side", "slippage_usd", "strategy_id", "label")),
+    (FundingPayment, ("symbol", "ts_ns", "amount_usd", "rate")),
+)  # fmt: skip
+
+
+def _check_layout(v: PaperVenue) -> None:
+    """Raise :class:`VenueError` if the venue, its account or a record class holds fields
+    that the state layout :data:`PAPER_STATE_VERSION` does not cover (or lost one)."""
+    checks: list[tuple[str, set[str], set[str]]] = [
+        ("PaperVenue", set(vars(v)), set(_VENUE_ATTRS)),
+        ("Account", set(vars(v.account)), set(_ACCOUNT_ATTRS)),
+        ("_PaperOrder", {f.name for f in fields(_PaperOrder)},
+         {"order", "status", "filled", "notional", "reason", "ts_ns", "working"}),
+        ("_FundingClock", {f.name for f in fields(_FundingClock)},
+         {"next_ts_ns", "rate", "mark", "settled_ts_ns"}),
+        ("PaperContext", set(vars(v.ctx)), {"_v", "_n"}),
+    ]  # fmt: skip
+    checks += [(c.__name__, {f.name for f in fields(c)}, set(names)) for c, names in _SLOTS]
+    for name, have, known in checks:
+        if have != known:
+            raise VenueError(
+                f"paper state v{PAPER_STATE_VERSION}: {name} fields changed "
+                f"(new {sorted(have - known)}, gone {sorted(known - have)}); extend the state"
+            )
+
+
+def _f(x: float) -> float | str:
+    """A float for JSON: finite as is (``repr`` round-trips it), else ``"nan"``/``"inf"``/
+    ``"-inf"`` (decoded by ``float``)."""
+    x = float(x)
+    return x if math.isfinite(x) else repr(x)
+
+
+def _fo(x: float | None) -> float | str | None:
+    return None if x is None else _f(x)
+
+
+def _uf(x: float | str | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _d(x: Decimal) -> str:
+    if not isinstance(x, Decimal):
+        raise VenueError(f"paper state: {x!r} is not a Decimal")
+    return str(x)  # exact: digits, exponent and sign round-trip through Decimal(str)
+
+
+def _enc_order(o: Order) -> list[Any]:
+    return [
+        o.client_order_id, o.venue, o.symbol, o.side.value, _f(o.qty_base), o.type.value,
+        _fo(o.price), _fo(o.stop_price), o.tif.value, o.reduce_only, o.position_side.value,
+        o.ts_ns, o.strategy_id, o.label,
+    ]  # fmt: skip
+
+
+def _dec_order(r: list[Any]) -> Order:
+    return Order(
+        r[0], r[1], r[2], Side(r[3]), float(r[4]), OrderType(r[5]), _uf(r[6]), _uf(r[7]),
+        TimeInForce(r[8]), bool(r[9]), PositionSide(r[10]), int(r[11]), r[12], r[13],
+    )  # fmt: skip
+
+
+def _enc_fill(f: Fill) -> list[Any]:
+    return [
+        f.client_order_id, f.venue, f.symbol, f.side.value, _d(f.qty_base), _d(f.price),
+        _d(f.fee_usd), f.liquidity.value, f.ts_ns, f.position_side.value,
+        _d(f.slippage_usd), f.strategy_id, f.label,
+    ]  # fmt: skip
+
+
+def _dec_fill(r: list[Any]) -> Fill:
+    return Fill(
+        r[0], r[1], r[2], Side(r[3]), Decimal(r[4]), Decimal(r[5]), Decimal(r[6]),
+        Liquidity(r[7]), int(r[8]), PositionSide(r[9]), Decimal(r[10]), r[11], r[12],
+    )  # fmt: skip
+
+
+def _account_state(a: Account) -> dict[str, Any]:
+    books = []
+    for (sym, ps), b in a._books.items():
+        owners = [
+            [sid, _d(o.qty), _d(o.cost),
+             [[lot.seq, _d(lot.qty), _d(lot.price), lot.client_order_id, lot.ts_ns]
+              for lot in o.lots]]
+            for sid, o in b.owners.items()
+        ]  # fmt: skip
+        books.append(
+            [sym, ps.value, _d(b.qty), _d(b.cost), _d(b.realised), _d(b.funding),
+             _d(b.fees), _d(b.isolated_margin), owners]
+        )  # fmt: skip
+    return {
+        "cash": _d(a._cash),
+        "seq": a._seq,
+        "fees_total": _d(a._fees_total),
+        "funding_total": _d(a._funding_total),
+        "marks": [[s, _d(m)] for s, m in a._marks.items()],
+        "attr": [
+            [sid, sym, _d(x.realised), _d(x.funding), _d(x.fees), _d(x.slippage)]
+            for (sid, sym), x in a._attr.items()
+        ],
+        "books": books,
+    }
+
+
+def _account_restore(a: Account, d: Mapping[str, Any]) -> None:
+    a._cash = Decimal(d["cash"])
+    a._seq = int(d["seq"])
+    a._fees_total = Decimal(d["fees_total"])
+    a._funding_total = Decimal(d["funding_total"])
+    a._marks = {s: Decimal(m) for s, m in d["marks"]}
+    a._attr = {
+        (sid, sym): _Attr(Decimal(r), Decimal(fu), Decimal(fe), Decimal(sl))
+        for sid, sym, r, fu, fe, sl in d["attr"]
+    }
+    for sym, ps, qty, cost, realised, funding, fees, iso, owners in d["books"]:
+        b = a._books.get((sym, PositionSide(ps)))
+        if b is None:
+            raise VenueError(f"paper state: the account has no {sym} {ps} book")
+        b.qty, b.cost, b.realised = Decimal(qty), Decimal(cost), Decimal(realised)
+        b.funding, b.fees, b.isolated_margin = Decimal(funding), Decimal(fees), Decimal(iso)
+        b.owners = {
+            sid: _Owner(
+                deque(_Lot(int(s), Decimal(q), Decimal(p), c, int(t)) for s, q, p, c, t in lots),
+                Decimal(oq),
+                Decimal(oc),
+            )
+            for sid, oq, oc, lots in owners
+        }
+        b.upnl_c = b.mm_c = None
+    # derived: the non-flat books in book order, and no cached sums
+    a._open_perp = [b for b in a._perp_books if b.qty != 0]
+    a._open_spot = [b for b in a._spot_books if b.qty != 0]
+    a._avail_c = None
 
 
 class PaperVenue:
@@ -212,6 +392,125 @@ class PaperVenue:
 
     async def close(self) -> None:
         """Nothing to release."""
+
+    # ------------------------------------------------------------------ state export
+    def state(self) -> dict[str, Any]:
+        """Everything a replay of this venue's inputs would rebuild, JSON-serialisable
+        (layout :data:`PAPER_STATE_VERSION`; module docstring). Configuration (instruments,
+        costs, fill model, leverage) is not included: :meth:`restore` takes it from the
+        venue it loads into. A venue with a strategy attached is refused (the strategy's
+        own state is not the venue's)."""
+        if self.strategy is not None:
+            raise VenueError("paper state: a venue with a strategy attached cannot be exported")
+        _check_layout(self)
+        orders = []
+        for po in self._orders.values():
+            w = po.working
+            orders.append(
+                [
+                    _enc_order(po.order), po.status.value, _d(po.filled), _d(po.notional),
+                    po.reason, po.ts_ns,
+                    None if w is None else [
+                        w.arrival_ts_ns, _f(w.remaining_base), w.seq,
+                        None if w.remaining_exact is None else _d(w.remaining_exact),
+                    ],
+                ]
+            )  # fmt: skip
+        return {
+            "version": PAPER_STATE_VERSION,
+            "config": {
+                "venue": self._venue,
+                "symbols": sorted(self._instruments),
+                "hedge_mode": self.account.hedge_mode,
+                "margin_mode": self.account.margin_mode,
+            },
+            "now_ns": self.now_ns,
+            "seq": self._seq,
+            "started": self._started,
+            "ctx_n": self.ctx._n,
+            "quotes": [
+                [s, _f(q.last_price), _f(q.bid), _f(q.bid_qty_base), _f(q.ask), _f(q.ask_qty_base)]
+                for s, q in self._quotes.items()
+            ],
+            "orders": orders,
+            "books": [[s, [w.order.client_order_id for w in b]] for s, b in self._books.items()],
+            "funding_clock": [
+                [s, c.next_ts_ns, _f(c.rate), _f(c.mark), c.settled_ts_ns]
+                for s, c in self._funding_clock.items()
+            ],
+            "funding": [[p.symbol, p.ts_ns, _d(p.amount_usd), _fo(p.rate)] for p in self.funding],
+            "fill_log": [_enc_fill(f) for f in self.fill_log],
+            "timers": [list(t) for t in self._timers],
+            "account": _account_state(self.account),
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Load a :meth:`state` into this venue, which must be fresh (nothing processed yet),
+        without a strategy, and trade every symbol of the state with the same hedge and
+        margin mode; symbols the state does not know start empty. Raises a one-line
+        :class:`VenueError` on an unknown layout version or a mismatch."""
+        version = state.get("version")
+        if version != PAPER_STATE_VERSION:
+            raise VenueError(
+                f"paper state: unknown format version {version!r} "
+                f"(this code reads version {PAPER_STATE_VERSION})"
+            )
+        if self.strategy is not None:
+            raise VenueError("paper state: cannot restore into a venue with a strategy attached")
+        if self._orders or self.fill_log or self.funding or self.now_ns or self._started:
+            raise VenueError("paper state: restore needs a fresh venue")
+        _check_layout(self)
+        cfg = state["config"]
+        missing = sorted(set(cfg["symbols"]) - set(self._instruments))
+        if missing:
+            raise VenueError(f"paper state: symbols {missing} are not among the instruments")
+        if cfg["venue"] != self._venue:
+            raise VenueError(f"paper state: venue {cfg['venue']!r}, this venue is {self._venue!r}")
+        mine = (self.account.hedge_mode, self.account.margin_mode)
+        if (cfg["hedge_mode"], cfg["margin_mode"]) != mine:
+            raise VenueError(
+                f"paper state: hedge/margin mode {cfg['hedge_mode']}/{cfg['margin_mode']}, "
+                f"this venue {mine[0]}/{mine[1]}"
+            )
+        _account_restore(self.account, state["account"])
+        self.now_ns = int(state["now_ns"])
+        self._seq = int(state["seq"])
+        self._started = bool(state["started"])
+        self.ctx._n = int(state["ctx_n"])
+        for s, last, bid, bq, ask, aq in state["quotes"]:
+            self._quotes[s] = Quote(float(last), float(bid), float(bq), float(ask), float(aq))
+        for enc, status, filled, notional, reason, ts_ns, w in state["orders"]:
+            order = _dec_order(enc)
+            po = _PaperOrder(
+                order, OrderStatus(status), Decimal(filled), Decimal(notional), reason, int(ts_ns)
+            )
+            if w is not None:
+                arrival, remaining, seq, exact = w
+                po.working = WorkingOrder(
+                    order,
+                    int(arrival),
+                    float(remaining),
+                    int(seq),
+                    None if exact is None else Decimal(exact),
+                )
+            self._orders[order.client_order_id] = po
+        for s, cids in state["books"]:
+            book = self._books[s] = []
+            for cid in cids:
+                po = self._orders.get(cid)
+                if po is None or po.working is None:
+                    raise VenueError(f"paper state: resting order {cid} has no working state")
+                book.append(po.working)
+        self._funding_clock = {
+            s: _FundingClock(int(n), float(r), float(m), int(st))
+            for s, n, r, m, st in state["funding_clock"]
+        }
+        self.funding = [
+            FundingPayment(s, int(t), Decimal(a), _uf(r)) for s, t, a, r in state["funding"]
+        ]
+        self.fill_log = [_dec_fill(r) for r in state["fill_log"]]
+        # saved in heap order (the list is the heap): not re-heapified, so ties keep their place
+        self._timers = [(int(t), int(q), str(n), int(e)) for t, q, n, e in state["timers"]]
 
     # ------------------------------------------------------------------ protocol: streams
     async def fills(self) -> AsyncIterator[Fill]:

@@ -17,14 +17,20 @@ schedule. One cycle:
    perp and spot quantities differ in the ledger by a lot or more is repaired first
    (reduce-only close of the excess). The kill switch closes every pair and opens none;
 3. **execute** each action as a delta-neutral pair (:mod:`perpdesk.live.pairs`): spot and
-   perp legs sent together, the excess of a failed leg unwound within a bound, an alert
-   event written. Every order passes :func:`perpdesk.risk.safeguards.check_order` in
-   :meth:`Runner._send` — the only code that calls ``venue.place`` — and is written to
-   the ledger (status ``new``: the intent) **before** it is sent;
-4. **record** fills, an equity snapshot and the atomic JSON state snapshot.
+   perp legs sent together, the excess of a failed leg unwound within bounds (time, orders,
+   with backoff after refusals), an alert event written. Every order passes
+   :func:`perpdesk.risk.safeguards.check_order` in :meth:`Runner._send` — the only code
+   that calls ``venue.place`` — and is written to the ledger (status ``new``: the intent)
+   **before** it is sent;
+4. **record** fills, an equity snapshot and the atomic JSON state snapshot. A spot fill whose
+   commission the venue took in the base asset (Bybit, OKX, Binance without BNB) is booked
+   with it (``fee_qty_base``): the ledger's spot position is the net quantity the exchange
+   holds, and an exit sells that (rounded down to the spot lot).
 
 **Restart safety.** Client order ids are deterministic: :func:`client_order_id` of
-``(run_id, cycle, perp symbol, leg code)``. The cycle number is durable: a ``cycle_start``
+``(run_id, cycle, perp symbol, leg code)``, shortened (hashed) where needed to fit every venue
+the runner sends to as that venue encodes them (OKX: 32 characters, ``-`` counted twice).
+The cycle number is durable: a ``cycle_start``
 and a ``cycle_end`` event (with dedupe keys) bracket each cycle, and the plan of a cycle is
 written as a ``plan`` event before any of its orders. On start the runner reconciles the
 ledger with the venue *before trading* (:meth:`Runner.reconcile`): fills the ledger lacks
@@ -88,7 +94,7 @@ from perpdesk.domain import (
     to_decimal,
 )
 from perpdesk.errors import PerpdeskError
-from perpdesk.execution.orders import VenueExecution
+from perpdesk.execution.orders import VenueExecution, client_id_fits
 from perpdesk.execution.paper import PaperVenue
 from perpdesk.execution.protocol import (
     Balance,
@@ -148,26 +154,54 @@ class RunnerError(PerpdeskError):
 # --------------------------------------------------------------------------- ids
 
 
-def client_order_id(run_id: str, cycle: int, symbol: str, leg: str) -> str:
-    """Deterministic client order id of ``(run_id, cycle, symbol, leg)``:
-    ``<run_id>-<cycle>-<leg>-<symbol>``, the symbol replaced by 10 hex digits of its
-    BLAKE2b hash when the id would exceed Binance's 36 characters
-    (``newClientOrderId`` ``^[.A-Z:/a-z0-9_-]{1,36}$``, USD-M "New Order" doc)."""
-    cid = f"{run_id}-{cycle}-{leg}-{symbol}"
-    if len(cid) > 36:
-        h = hashlib.blake2b(symbol.encode(), digest_size=5).hexdigest()
-        cid = f"{run_id}-{cycle}-{leg}-{h}"
-    if len(cid) > 36:
-        raise RunnerError(f"client id {cid!r}: longer than 36 characters; shorten run_id")
-    return cid
+def _h(text: str, n_bytes: int) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=n_bytes).hexdigest()
+
+
+def _run_tag(run_id: str) -> str:
+    """The short stand-in of ``run_id`` in ids that must be short: 8 hex digits of its
+    BLAKE2b hash."""
+    return _h(run_id, 4)
+
+
+def client_order_id(
+    run_id: str, cycle: int, symbol: str, leg: str, venues: Iterable[str] = ()
+) -> str:
+    """Deterministic client order id of ``(run_id, cycle, symbol, leg)`` that every venue of
+    ``venues`` (venue ids; Binance's rule always) accepts *as it is sent there*
+    (:func:`~perpdesk.execution.orders.client_id_fits`: Binance ``^[.A-Z:/a-z0-9_-]{1,36}$``,
+    Bybit ≤ 36 and OKX ≤ 32 after escaping — on OKX each ``-`` takes two characters). The
+    first of these forms that fits:
+
+    1. ``<run_id>-<cycle>-<leg>-<symbol>``;
+    2. ``<run_id>-<cycle>-<leg>-<h>``, ``h`` = 10 hex digits of the symbol's BLAKE2b hash;
+    3. ``<tag>-<cycle>-<h>``, ``tag`` = 8 hex digits of the run id's hash
+       (:func:`_run_tag`), ``h`` = 10 hex digits of the hash of ``<leg>-<symbol>``
+       (OKX: 20 characters + the cycle's digits).
+
+    The same inputs give the same id (restart safety); every form starts with the run id or
+    its tag and then the cycle (:func:`_cycle_of` reads it back)."""
+    targets = ("binanceusdm", *venues)
+    forms = (
+        f"{run_id}-{cycle}-{leg}-{symbol}",
+        f"{run_id}-{cycle}-{leg}-{_h(symbol, 5)}",
+        f"{_run_tag(run_id)}-{cycle}-{_h(f'{leg}-{symbol}', 5)}",
+    )
+    for cid in forms:
+        if all(client_id_fits(v, cid) for v in targets):
+            return cid
+    raise RunnerError(
+        f"client id {forms[0]!r}: no form fits {', '.join(sorted(set(targets)))}; "
+        "shorten run_id (or the cycle number is too large)"
+    )
 
 
 def _cycle_of(run_id: str, cid: str) -> int | None:
-    head = f"{run_id}-"
-    if not cid.startswith(head):
-        return None
-    num = cid[len(head) :].split("-", 1)[0]
-    return int(num) if num.isdigit() else None
+    for head in (f"{run_id}-", f"{_run_tag(run_id)}-"):
+        if cid.startswith(head):
+            num = cid[len(head) :].split("-", 1)[0]
+            return int(num) if num.isdigit() else None
+    return None
 
 
 # --------------------------------------------------------------------------- config
@@ -195,7 +229,12 @@ class RunnerConfig:
     Entries are sized to pass the caps (:meth:`Runner.entry_size`): ``cap_price_buffer_bps``
     keeps a capped entry inside its cap if the price rises by up to that much between the
     plan and the send. ``paper_cash_usd`` is the paper wallet booked into the ledger at
-    start (None: ``bankroll_usd``)."""
+    start (None: ``bankroll_usd``).
+
+    A pair whose legs filled unequally is repaired by :class:`~perpdesk.live.pairs.PairExecutor`
+    with at most ``max_repair_attempts`` orders per cycle, within ``unwind_timeout_s``; an
+    order on a leg whose last order filled nothing (refused by the venue, say) waits
+    ``min(repair_backoff_s × 2^(n−1), repair_backoff_max_s)`` after n such orders."""
 
     mode: str = "paper"
     run_id: str = "pd"
@@ -217,6 +256,9 @@ class RunnerConfig:
     snapshot_path: Path | None = None
     cap_price_buffer_bps: Decimal = Decimal(20)
     paper_cash_usd: Decimal | None = None
+    repair_backoff_s: float = 0.5
+    repair_backoff_max_s: float = 8.0
+    max_repair_attempts: int = 6
 
     def __post_init__(self) -> None:
         if self.mode not in ("paper", "live"):
@@ -225,7 +267,13 @@ class RunnerConfig:
             raise RunnerError("runner cycle_s and cycle_timeout_s must be > 0")
         if not self.vpin_entry_max < self.vpin_exit_min:
             raise RunnerError("runner vpin_entry_max must be below vpin_exit_min")
-        client_order_id(self.run_id, 0, "X", "UP0")  # validates run_id
+        if self.max_repair_attempts < 1 or not self.repair_backoff_s >= 0:
+            raise RunnerError("runner max_repair_attempts must be >= 1, repair_backoff_s >= 0")
+        if not client_id_fits("binanceusdm", f"{self.run_id}-0-UP0-X"):
+            raise RunnerError(
+                f"runner run_id {self.run_id!r}: use at most 28 of [.A-Za-z0-9:/_-] (the "
+                "client ids <run_id>-<cycle>-<leg>-<symbol> must fit Binance's 36)"
+            )
 
 
 # --------------------------------------------------------------------------- signals
@@ -287,6 +335,18 @@ class ScannerSignals:
 # --------------------------------------------------------------------------- paper venue
 
 
+CHECKPOINT_VERSION = 1
+"""Layout version of a paper journal's ``checkpoint`` row (:meth:`DurablePaperVenue.checkpoint`:
+``{"version", "paper": PaperVenue.state() (its own PAPER_STATE_VERSION), "source_seq",
+"recent"}``); :meth:`DurablePaperVenue.open` refuses any other with a one-line error naming the
+journal."""
+
+
+def _jf(x: float) -> float | str:
+    """A float for strict JSON: finite as is, else its ``repr`` (``float`` reads it back)."""
+    return x if math.isfinite(x) else repr(x)
+
+
 def _enc_event(ev: MarketEvent) -> str:
     return json.dumps([type(ev).__name__, *dataclasses.astuple(ev)], separators=(",", ":"))
 
@@ -318,10 +378,25 @@ class DurablePaperVenue:
     """A :class:`PaperVenue` whose every input is journaled (module docstring).
 
     ``journal_path`` is its SQLite file; the other arguments are :class:`PaperVenue`'s. Call
-    :meth:`open` (replays the journal) before use. ``source_seq`` is the sequence number of
-    the last journaled event of a replayed source (resume a replay after it). Trade ids of
-    the fills are ``<client_order_id>.<n>`` (n-th fill of that order) — stable across
-    replays because the paper venue is deterministic in its inputs."""
+    :meth:`open` (restores the last checkpoint and replays the journal after it) before use.
+    ``source_seq`` is the sequence number of the last journaled event of a replayed source
+    (resume a replay after it). Trade ids of the fills are ``<client_order_id>.<n>`` (n-th
+    fill of that order) — stable across replays because the paper venue is deterministic in
+    its inputs.
+
+    **Checkpoints** keep the journal and the restart time bounded: :meth:`checkpoint` writes
+    one ``checkpoint`` row (the paper venue's :meth:`~PaperVenue.state`, ``source_seq`` and
+    the recent trades; layout :data:`CHECKPOINT_VERSION`) and deletes every earlier row in
+    the same transaction, so a crash leaves either the old journal or the new one. It runs
+    automatically once ``checkpoint_every`` journal rows (events, orders, cancels) were
+    committed since the last one, after :meth:`open` replayed that many, and at
+    :meth:`close` when the journal holds ``close_checkpoint_min`` rows or more after the last
+    checkpoint (a shorter tail replays in about a second: a clean stop of a short session
+    leaves its journal as it is); ``checkpoint_every=0`` turns the automatic ones off (a
+    journal of inputs only, as before checkpoints). Restoring a checkpoint gives exactly the
+    state the replay of the rows it replaced gives. After a checkpoint the journal no longer
+    lists the earlier orders as ``place`` rows: the checkpoint's ``paper.orders`` holds every
+    order the venue ever received."""
 
     def __init__(
         self,
@@ -334,14 +409,22 @@ class DurablePaperVenue:
         flush_every: int = 2000,
         recent_maxlen: int = 5000,
         leverage: Mapping[str, int] | None = None,
+        checkpoint_every: int = 200_000,
+        close_checkpoint_min: int = 50_000,
     ) -> None:
+        if checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every {checkpoint_every} must be >= 0 (0: off)")
+        self.close_checkpoint_min = close_checkpoint_min
         self.path = Path(journal_path)
         self.inner = PaperVenue(instruments, cash_usd, venue=venue, costs=costs, leverage=leverage)
         self.flush_every = flush_every
+        self.checkpoint_every = checkpoint_every
         self.source_seq = -1
         self._pending: list[tuple[str, int | None, str]] = []
         self._book_rows: dict[str, tuple[int, tuple[str, int | None, str], int]] = {}
         self.coalesced = 0
+        self.checkpoints = 0  # written by this process
+        self._since_checkpoint = 0  # journal rows committed after the last checkpoint
         self._trade_ids: list[str] = []
         self._n_fills: dict[str, int] = {}
         self._db: sqlite3.Connection | None = None
@@ -363,7 +446,9 @@ class DurablePaperVenue:
 
     # -- journal
     async def open(self) -> None:
-        """Open (create) the journal and replay it into the paper venue."""
+        """Open (create) the journal: restore its checkpoint (always its first row when there
+        is one) into the paper venue and replay the rows after it. Replaying
+        ``checkpoint_every`` rows or more ends with a checkpoint."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
@@ -373,9 +458,16 @@ class DurablePaperVenue:
             "src_seq INTEGER, payload TEXT NOT NULL)"
         )
         self._db = db
-        for kind, src, payload in db.execute(
-            "SELECT kind, src_seq, payload FROM journal ORDER BY seq"
+        after = 0
+        first = db.execute("SELECT seq, kind, payload FROM journal ORDER BY seq LIMIT 1").fetchone()
+        if first is not None and first[1] == "checkpoint":
+            after = first[0]
+            self._restore(after, first[2])
+        n = 0
+        for seq, kind, src, payload in db.execute(
+            "SELECT seq, kind, src_seq, payload FROM journal WHERE seq > ? ORDER BY seq", (after,)
         ):
+            n += 1
             if kind == "ev":
                 ev = _dec_event(payload)
                 self.inner.on_event(ev)
@@ -386,9 +478,94 @@ class DurablePaperVenue:
                 self.inner.submit(_dec_order(payload))
             elif kind == "cancel":
                 await self.inner.cancel(payload, "")
+            elif kind == "checkpoint":  # checkpoints delete every row before them
+                raise RunnerError(f"paper journal {self.path}: checkpoint row {seq} is not first")
             else:
                 raise RunnerError(f"paper journal {self.path}: unknown entry kind {kind!r}")
+        self._since_checkpoint = n
         self._index_fills()
+        self._maybe_checkpoint()
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "paper": self.inner.state(),
+            "source_seq": self.source_seq,
+            # recent trades per symbol, oldest first: [venue, ts_ns, price, qty_base, m]
+            "recent": {
+                s: [[t.venue, t.ts_ns, _jf(t.price), _jf(t.qty_base), t.buyer_is_maker] for t in q]
+                for s, q in self._recent.items()
+            },
+        }
+
+    def _restore(self, seq: int, payload: str) -> None:
+        where = f"paper journal {self.path}: checkpoint row {seq}"
+        d = json.loads(payload)
+        version = d.get("version")
+        if version != CHECKPOINT_VERSION:
+            raise RunnerError(
+                f"{where} has format version {version!r}; this code reads version "
+                f"{CHECKPOINT_VERSION}"
+            )
+        try:
+            self.inner.restore(d["paper"])
+        except VenueError as e:
+            raise RunnerError(f"{where}: {e}") from None
+        self.source_seq = int(d["source_seq"])
+        self._recent = {
+            s: deque(
+                (Trade(v, s, int(ts), float(p), float(q), bool(m)) for v, ts, p, q, m in rows),
+                maxlen=self.recent_maxlen,
+            )
+            for s, rows in d["recent"].items()
+        }
+
+    def checkpoint(self) -> None:
+        """Write a checkpoint of the current state and delete every earlier journal row, in
+        one transaction (``BEGIN IMMEDIATE`` … ``COMMIT``); events applied but not yet
+        flushed are part of the checkpoint (no rows of their own). Then reclaim the space
+        (VACUUM when free pages are most of the file) and truncate the WAL."""
+        db = self._db
+        if db is None:
+            raise RunnerError("paper venue: call open() first")
+        payload = json.dumps(self._checkpoint_state(), separators=(",", ":"), allow_nan=False)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = db.execute(
+                "INSERT INTO journal (kind, src_seq, payload) VALUES ('checkpoint', NULL, ?)",
+                (payload,),
+            )
+            db.execute("DELETE FROM journal WHERE seq < ?", (cur.lastrowid,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._pending = []
+        self._book_rows.clear()
+        self._since_checkpoint = 0
+        self.checkpoints += 1
+        # give the deleted rows' pages back to the file system when they are most of the file
+        # (VACUUM rewrites only the live rows — the checkpoint and any later ones — so it
+        # costs tens of ms; it is a transaction of its own: a crash inside it leaves the
+        # committed checkpoint), then empty the WAL. The checkpoint is committed: a failure
+        # here (another process reading the file) only leaves the space for the next one.
+        try:
+            (free,) = db.execute("PRAGMA freelist_count").fetchone()
+            (pages,) = db.execute("PRAGMA page_count").fetchone()
+            if free * 2 > pages:
+                db.execute("VACUUM")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError as e:
+            log.warning(
+                "paper journal %s: space not reclaimed after a checkpoint: %s", self.path, e
+            )
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint when ``checkpoint_every`` rows were committed since the last one (call
+        only when every committed input has been applied)."""
+        if self.checkpoint_every and self._since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
 
     def _commit(self, rows: list[tuple[str, int | None, str]]) -> None:
         if not rows:
@@ -404,11 +581,13 @@ class DurablePaperVenue:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        self._since_checkpoint += len(rows)
 
     def flush(self) -> None:
-        """Commit the market events applied since the last flush."""
+        """Commit the market events applied since the last flush (then checkpoint if due)."""
         rows, self._pending = self._pending, []
         self._commit(rows)
+        self._maybe_checkpoint()
 
     def on_market(self, ev: MarketEvent, src_seq: int | None = None) -> None:
         """Apply one market event (journaled at the next flush, before anything derived
@@ -481,7 +660,9 @@ class DurablePaperVenue:
             return self.inner.submit(order)
         rows, self._pending = self._pending, []
         self._commit([*rows, ("place", None, _enc_order(order))])
-        return self.inner.submit(order)
+        state = self.inner.submit(order)
+        self._maybe_checkpoint()
+        return state
 
     async def cancel(self, client_order_id: str, symbol: str) -> OrderState:
         """Journal and apply a cancel."""
@@ -489,7 +670,9 @@ class DurablePaperVenue:
             raise VenueError(f"cancel {client_order_id}: unknown client order id")
         rows, self._pending = self._pending, []
         self._commit([*rows, ("cancel", None, client_order_id)])
-        return await self.inner.cancel(client_order_id, symbol)
+        state = await self.inner.cancel(client_order_id, symbol)
+        self._maybe_checkpoint()
+        return state
 
     async def query(self, client_order_id: str, symbol: str) -> OrderState | None:
         """Order state (after committing pending events)."""
@@ -551,9 +734,15 @@ class DurablePaperVenue:
         return self.inner.liquidations(symbols)
 
     async def close(self) -> None:
-        """Commit pending events and close the journal."""
+        """Checkpoint (when automatic checkpoints are on and at least
+        ``close_checkpoint_min`` rows would otherwise be replayed on the next open;
+        otherwise commit pending events) and close the journal."""
         if self._db is not None:
-            self.flush()
+            tail = self._since_checkpoint + len(self._pending)
+            if self.checkpoint_every and tail and tail >= self.close_checkpoint_min:
+                self.checkpoint()
+            else:
+                self.flush()
             self._db.close()
             self._db = None
 
@@ -687,6 +876,18 @@ class Action:
         return cls(d["kind"], d["perp"], d["spot"], Decimal(d["qty_perp"]), Decimal(d["qty_spot"]))
 
 
+def _venue_ids(venue: Any) -> tuple[str, ...]:
+    """The venue ids ``venue`` sends orders to: its own and, for a spot + perp pair of venues
+    (:class:`~perpdesk.execution.ccxt_live.SpotPerpVenue`, possibly behind
+    :class:`LiveExecutions`), each leg's (Binance: ``binance`` and ``binanceusdm``)."""
+    out = [str(venue.venue_id)]
+    for attr in ("spot", "perp"):
+        vid = getattr(getattr(venue, attr, None), "venue_id", None)
+        if isinstance(vid, str) and vid not in out:
+            out.append(vid)
+    return tuple(out)
+
+
 class Runner:
     """The cycle scheduler (module docstring).
 
@@ -723,6 +924,7 @@ class Runner:
         self._risk: PortfolioState | None = None
         self._pos_px: dict[tuple[str, str], Decimal] = {}
         self._tasks: list[asyncio.Task[Any]] = []
+        self.id_venues = _venue_ids(venue)
         self.pairs = PairExecutor(
             send=self._send,
             query=self._query,
@@ -731,6 +933,9 @@ class Runner:
             fill_timeout_s=cfg.leg_fill_timeout_s,
             unwind_timeout_s=cfg.unwind_timeout_s,
             poll_s=cfg.poll_s,
+            backoff_s=cfg.repair_backoff_s,
+            backoff_max_s=cfg.repair_backoff_max_s,
+            max_attempts=cfg.max_repair_attempts,
         )
 
     # ----------------------------------------------------------------- ledger helpers
@@ -892,7 +1097,9 @@ class Runner:
                 ex.ts_ns,
                 ex.position_side,
             )
-            if self.ledger.record_fill(fill, ex.trade_id, layer=layer):
+            if self.ledger.record_fill(
+                fill, ex.trade_id, layer=layer, fee_qty_base=ex.fee_qty_base
+            ):
                 n += 1
                 if row is None:
                     self._event("unknown_fill", f"fill {ex.trade_id} of unknown order")
@@ -1038,8 +1245,13 @@ class Runner:
         self.ledger.update_order(
             cid, _LEDGER_STATUS[st.status], self.clock_ns(), st.venue_order_id or None
         )
-        if st.status is OrderStatus.REJECTED:
-            self._event("venue_reject", f"{cid}: {st.reason}", {"client_order_id": cid})
+        if st.status is OrderStatus.REJECTED:  # once per cycle, symbol and reason
+            self._event(
+                "venue_reject",
+                f"{cid}: {st.reason}",
+                {"client_order_id": cid, "symbol": leg.symbol, "reason": st.reason},
+                key=f"vrej:{self.cfg.run_id}:{self.cycle}:{leg.symbol}:{_h(st.reason, 8)}",
+            )
         return st
 
     async def _recheck_reduce_only(
@@ -1083,6 +1295,11 @@ class Runner:
     def _lot(self, symbol: str) -> Decimal:
         return to_decimal(self.instruments[symbol].lot_size)
 
+    def _floor_lot(self, qty: Decimal, symbol: str) -> Decimal:
+        """``qty`` rounded down to ``symbol``'s lot."""
+        lot = self._lot(symbol)
+        return (qty / lot).to_integral_value(ROUND_DOWN) * lot
+
     async def decide(self, k: int) -> list[Action]:
         """The plan of cycle ``k`` (module docstring, step 2)."""
         held = self._held()
@@ -1102,11 +1319,14 @@ class Runner:
         for i, p in enumerate(pairs):
             tol = max(self._lot(p.perp), self._lot(p.spot))
             if abs(qp[i] + qs[i]) >= tol:  # unhedged remainder: close the excess
-                ex = qp[i] + qs[i]
+                ex = qp[i] + qs[i]  # on the leg's lot grid (a spot holding net of a base fee
+                # is not): rounded down, at least one lot since |ex| ≥ the coarser lot
                 if qp[i] != 0 and (ex < 0) == (qp[i] < 0) and abs(ex) <= abs(qp[i]):
-                    actions.append(Action("repair", p.perp, p.spot, abs(ex), _ZERO))
+                    q = self._floor_lot(abs(ex), p.perp)
+                    actions.append(Action("repair", p.perp, p.spot, q, _ZERO))
                 else:
-                    actions.append(Action("repair", p.perp, p.spot, _ZERO, abs(ex)))
+                    q = self._floor_lot(abs(ex), p.spot)
+                    actions.append(Action("repair", p.perp, p.spot, _ZERO, q))
                 repaired.add(i)
         is_held = np.array([qp[i] < 0 and qs[i] > 0 for i in range(n)], dtype=bool)
         ann = np.array([sig[p.perp].ann_pct if p.perp in sig else math.nan for p in pairs])
@@ -1131,7 +1351,12 @@ class Runner:
             if i in repaired:
                 continue
             if is_held[i] and (exit_mask[i] or toxic or kill):
-                actions.append(Action("exit", p.perp, p.spot, -qp[i], qs[i]))
+                # the spot holding is net of base-asset fees: sell what is held, on the lot
+                q_spot = self._floor_lot(qs[i], p.spot)
+                if q_spot > 0:
+                    actions.append(Action("exit", p.perp, p.spot, -qp[i], q_spot))
+                else:  # less than one spot lot held: only the perp is left to close
+                    actions.append(Action("repair", p.perp, p.spot, -qp[i], _ZERO))
             elif enter_mask[i] and gate_ok and not kill and not disabled:
                 entries.append(i)
         # entries after exits, best funding first (ties keep the configured order), each
@@ -1228,7 +1453,7 @@ class Runner:
     # ----------------------------------------------------------------- cycle
     async def _execute(self, k: int, a: Action) -> None:
         def cid_of(code: str) -> str:
-            return client_order_id(self.cfg.run_id, k, a.perp, code)
+            return client_order_id(self.cfg.run_id, k, a.perp, code, self.id_venues)
 
         lp, ls = self._lot(a.perp), self._lot(a.spot)
         if a.kind == "repair":

@@ -12,8 +12,13 @@ overwrite.
 
 Accounting (Binance USD-M linear perps; a spot leg books the same way):
 
-* a fill of signed quantity ``q`` (+ buy, − sell) at price ``p`` with fee ``f`` moves the
+* a fill of signed quantity ``q`` (+ buy, − sell) at price ``p`` with fee ``f`` (USD) moves the
   position's cash by ``−q·p − f``; a funding payment ``F`` (> 0 received) moves it by ``F``;
+* a commission taken in the base asset (``fee_qty_base`` = b base units, a spot buy on Bybit,
+  OKX, Binance without BNB; ``f`` is then ``b·p``) is paid with the coin: the quantity moves
+  by ``q − b`` (what the exchange holds) and the cash by ``−q·p − f + b·p`` — the fee counts
+  once, as the base units given up (booked as their disposal at ``p``: no realised PnL, the
+  fee in ``fees_usd`` and in ``cash``);
 * ``equity_usd = Σ transfers + Σ_positions (net_cash_usd + qty_base × mark_price)`` — exact;
 * ``at_risk_usd = Σ |qty_base × mark_price|`` (gross notional at mark);
 * ``cash_usd = Σ transfers + Σ_positions (net_cash_usd + entry_cost_usd)`` — the wallet
@@ -72,7 +77,7 @@ __all__ = [
     "safe_url",
 ]
 
-HEAD_REVISION = "0001_initial"
+HEAD_REVISION = "0002_fill_fee_qty_base"
 KILL_SWITCH = "kill_switch"
 MODES = ("sim", "paper", "live")
 ORDER_STATUSES = (
@@ -437,14 +442,25 @@ class Ledger:
             if exchange_order_id is not None:
                 row.exchange_order_id = exchange_order_id
 
-    def record_fill(self, fill: Fill, trade_id: str, *, layer: str | None = None) -> bool:
+    def record_fill(
+        self,
+        fill: Fill,
+        trade_id: str,
+        *,
+        layer: str | None = None,
+        fee_qty_base: Decimal | int | str = 0,
+    ) -> bool:
         """Record a fill and move its position, once. ``trade_id`` is the exchange's trade
         id (unique per venue and symbol). ``layer`` defaults to the layer of the order the
-        fill belongs to. Returns False when this trade id was already recorded with the
-        same numbers; raises :class:`LedgerError` when it was recorded with other numbers."""
+        fill belongs to. ``fee_qty_base`` is the part of the fee the venue took in the base
+        asset (base units; ``fill.fee_usd`` includes it at ``fill.price``): the position moves
+        by ``±qty − fee_qty_base`` (module docstring). Returns False when this trade id was
+        already recorded with the same numbers; raises :class:`LedgerError` when it was
+        recorded with other numbers."""
         qty = _dec(fill.qty_base, f"fill {trade_id} qty_base")
         price = _dec(fill.price, f"fill {trade_id} price")
         fee = _dec(fill.fee_usd, f"fill {trade_id} fee_usd")
+        fee_base = _dec(fee_qty_base, f"fill {trade_id} fee_qty_base")
         if not qty > 0 or not price > 0:
             raise LedgerError(f"ledger: fill {trade_id}: qty_base and price must be > 0")
         side = Side(fill.side)
@@ -470,6 +486,7 @@ class Ledger:
                 "fee_usd": fee,
                 "liquidity": str(fill.liquidity.value),
                 "ts_ns": int(fill.ts_ns),
+                "fee_qty_base": fee_base,
             }
             if not self._insert(s, FillRow, values):
                 old = s.scalars(
@@ -479,7 +496,12 @@ class Ledger:
                         FillRow.trade_id == str(trade_id),
                     )
                 ).one()
-                for key in ("client_order_id", "side", "qty_base", "price", "fee_usd", "layer"):
+                keys = ("client_order_id", "side", "qty_base", "price", "fee_usd", "layer")
+                # a row written before fee_qty_base existed (revision 0001) holds 0: it stays
+                # as booked (re-reading the last fills after an upgrade must not stop the
+                # runner; the gross quantity shows as a reconcile mismatch, not silently)
+                legacy = old.fee_qty_base == 0 and fee_base != 0
+                for key in keys if legacy else (*keys, "fee_qty_base"):
                     if getattr(old, key) != values[key]:
                         raise LedgerError(
                             f"ledger: fill {fill.venue}/{fill.symbol}/{trade_id} already recorded "
@@ -490,7 +512,12 @@ class Ledger:
             q = qty if side is Side.BUY else -qty
             pos.entry_cost_usd = _entry_cost_after(pos.qty_base, pos.entry_cost_usd, q, price)
             pos.qty_base = pos.qty_base + q
-            pos.net_cash_usd = pos.net_cash_usd - q * price - fee
+            if fee_base != 0:  # the base units the fee took: disposed of at the fill price
+                pos.entry_cost_usd = _entry_cost_after(
+                    pos.qty_base, pos.entry_cost_usd, -fee_base, price
+                )
+                pos.qty_base = pos.qty_base - fee_base
+            pos.net_cash_usd = pos.net_cash_usd - q * price - fee + fee_base * price
             pos.fees_usd = pos.fees_usd + fee
             if pos.mark_ts_ns is None or fill.ts_ns >= pos.mark_ts_ns:
                 pos.mark_price, pos.mark_ts_ns = price, int(fill.ts_ns)
@@ -752,9 +779,9 @@ class Ledger:
             )
 
     def audit(self) -> AuditReport:
-        """Recompute each position's quantity and cash from the fills and funding tables and
-        equity as ``Σ transfers + Σ_fills(−q·p − fee) + Σ funding + Σ_positions qty × mark``;
-        compare with the positions table. Read-only."""
+        """Recompute each position's quantity (``Σ q − fee_qty_base``) and cash from the fills
+        and funding tables and equity as ``Σ transfers + Σ_fills(−q·p − fee + fee_qty_base·p)
+        + Σ funding + Σ_positions qty × mark``; compare with the positions table. Read-only."""
         with self._tx(write=False) as s:
             deposits = sum(s.scalars(select(TransferRow.amount_usd)), _ZERO)
             qty: dict[tuple[str, str, str], Decimal] = {}
@@ -762,8 +789,8 @@ class Ledger:
             for f in s.scalars(select(FillRow)):
                 k = (f.venue, f.symbol, f.layer)
                 q = f.qty_base if f.side == Side.BUY.value else -f.qty_base
-                qty[k] = qty.get(k, _ZERO) + q
-                cash[k] = cash.get(k, _ZERO) - q * f.price - f.fee_usd
+                qty[k] = qty.get(k, _ZERO) + q - f.fee_qty_base
+                cash[k] = cash.get(k, _ZERO) - q * f.price - f.fee_usd + f.fee_qty_base * f.price
             for fp in s.scalars(select(FundingPaymentRow)):
                 k = (fp.venue, fp.symbol, fp.layer)
                 cash[k] = cash.get(k, _ZERO) + fp.amount_usd

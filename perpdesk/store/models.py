@@ -165,7 +165,10 @@ class OrderRow(Base):
 
 
 class FillRow(Base):
-    """One execution. ``fee_usd`` > 0 is paid, < 0 a rebate."""
+    """One execution. ``fee_usd`` > 0 is paid, < 0 a rebate (the whole commission in USD).
+    ``fee_qty_base`` is the part of it the venue took in the symbol's base asset, in base
+    units (a spot buy's commission on Bybit, OKX, Binance without BNB; valued at ``price``
+    inside ``fee_usd``): the position moves by ``±qty_base − fee_qty_base``."""
 
     __tablename__ = "fills"
     __table_args__ = (UniqueConstraint("venue", "symbol", "trade_id"),)
@@ -182,13 +185,15 @@ class FillRow(Base):
     fee_usd: Mapped[Decimal] = mapped_column(Money)
     liquidity: Mapped[str] = mapped_column(String(8))
     ts_ns: Mapped[int] = mapped_column(BigInteger, index=True)
+    fee_qty_base: Mapped[Decimal] = mapped_column(Money, default=Decimal(0), server_default="0")
 
 
 class PositionRow(Base):
     """A (venue, symbol, layer) position kept in step with its fills and funding.
 
-    ``qty_base`` is signed (Σ side·qty of fills). ``net_cash_usd`` is every cash flow of the
-    position: ``Σ(−side·qty·price − fee) + Σ funding`` — so its PnL at mark m is exactly
+    ``qty_base`` is signed (Σ (side·qty − fee_qty_base) of fills). ``net_cash_usd`` is every
+    cash flow of the position: ``Σ(−side·qty·price − fee + fee_qty_base·price) + Σ funding``
+    (a fee paid in the base asset leaves as base units, not cash) — so its PnL at mark m is exactly
     ``net_cash_usd + qty_base·m`` (no average-price division, nothing to round).
     ``entry_cost_usd`` is ``qty_base × average entry price`` by the average-cost rule (a
     reduction keeps the average, rounded to 18 places; display and ``cash`` only)."""
