@@ -1,5 +1,5 @@
-"""Loopback fakes of Bybit v5 and OKX v5 REST, public and private, for offline tests of ccxt
-clients (the scanner, the history downloader and the live venue) beside the Binance fake of
+"""Loopback fakes of Bybit v5 and OKX v5 REST and websockets, public and private, for offline
+tests of ccxt clients (the scanner, the history downloader and the live venue) beside the Binance fake of
 tests/fake_exchange.py.
 
 Each is a real HTTP server (``aiohttp.web``) on 127.0.0.1 at a free port, in a background
@@ -119,6 +119,47 @@ coin balances in the wallet answers (Bybit ``coin`` rows with ``locked``; OKX ``
 with ``frozenBal``), and hold an open order's funds (buys USDT, sells the base). Test
 controls: ``set_book(…, spot=True)``, ``trade(…, spot=True)``, ``deposit(coin, amount)``.
 
+**Websockets** on the same port, as ccxt.pro 4.5.90 speaks them (``ccxt/pro/bybit.py``,
+``ccxt/pro/okx.py``), frames built from the recorded ``other-venues/*/ws_*.json`` at test
+time (``ws_url``: what :func:`perpdesk.execution.ccxt_live.make_exchange` takes):
+
+- **Bybit**: public ``/v5/public/linear`` and ``/v5/public/spot``, private ``/v5/private``.
+  ``{"op": "ping"}`` → pong (public ``ret_msg`` pong, private ``op`` pong); ``auth`` with
+  [key, expires ms, hex HMAC-SHA256(secret, ``GET/realtime`` + expires)] → the recorded
+  ``ws_auth_success`` / ``ws_auth_failure`` (10003 key, 10004 sign, 10002 ``expires`` not
+  in the future; ``ws_echo_auth_request`` quotes the request in the refusal, key included);
+  ``subscribe`` → ``ws_subscription_ack`` / ``ws_subscription_failure`` (unknown topic or
+  symbol; a private topic before ``auth``: "Request not authorized"). Topics:
+  ``publicTrade.<symbol>`` (the recorded ``ws_public_trade`` fields; its recorded topic is the
+  pre-v5 ``trade.linear.<symbol>``, which ccxt.pro cannot route, so the v5 name is served),
+  ``orderbook.1.<symbol>`` (what ccxt.pro's ``watch_bids_asks`` subscribes: one level a
+  side, a ``ws_orderbook_snapshot`` on subscribing, then a ``ws_orderbook_delta`` on every
+  :meth:`FakeBybit.set_book` — the old price with size "0", the new one — as Bybit pushes
+  level 1), private ``execution`` (``ws_account_execution`` with the fill's fields, as the
+  REST execution list; ``category`` linear or spot: one unified account).
+- **OKX**: ``/ws/v5/public``, ``/ws/v5/private``, ``/ws/v5/business``. The text ``ping`` →
+  ``pong``; ``login`` with {apiKey, passphrase, timestamp (s), sign = base64 HMAC-SHA256(secret,
+  timestamp + ``GET/users/self/verify``)} → ``{"event": "login", "code": "0"}`` or an error
+  event (60005 key, 60024 passphrase, 60007 sign, 60006 a timestamp over 30 s off, 60004);
+  ``subscribe`` answers each argument (``event`` subscribe, or 60018 unknown, 60011 a private
+  channel before ``login``). Channels: ``trades`` (``ws_trades``), ``bbo-tbt``
+  (``ws_bbo_tbt``: [px, sz, "0", orders]) and ``tickers`` (``ws_tickers`` relabelled) with
+  sizes in contracts on a swap; private ``orders`` by ``instType`` (ANY / SWAP / SPOT …,
+  optionally ``instId``): the recorded ``ws_orders`` item with the order's state after each
+  fill (``tradeId``, ``fillPx``, ``fillSz``, ``fillTime``, ``execType``, and ``fillFee`` /
+  ``fillFeeCcy`` — documented by OKX, absent from the recording: synthesized, negative =
+  charged), and one message per other state change (live, canceled) with an empty
+  ``tradeId``.
+
+Public frames go out on :meth:`set_book` (sizes ``bid_qty``/``ask_qty``) and :meth:`trade`
+(``side`` = the taker's), private ones after every signed request and test control that
+made the engine fill or change an order. Faults: :meth:`_Loopback.drop_ws` (TCP cut without
+a close frame, optionally refusing new connections with 503 until :meth:`_Loopback.allow_ws`),
+``ws_duplicate`` (every private frame twice), :meth:`_Loopback.hold_ws_private` (the next n
+private frames sent newest first). Counters: ``ws_connections`` by endpoint,
+``ws_subscriptions`` by topic, ``ws_logins``, ``ws_pings``, ``ws_private_sent``;
+:meth:`_Loopback.wait_subscribed` blocks until a topic is (re)subscribed.
+
 Both run on one small matching engine (:class:`Matching`: ``set_book`` moves the quotes and
 fills resting orders they cross, ``trade`` prints a public trade that fills resting orders
 at or through it, market orders take the top, ``partial_next`` caps the next immediate fill,
@@ -137,6 +178,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import copy
 import hashlib
 import hmac
@@ -237,6 +279,30 @@ def _int(q: dict[str, str], key: str) -> int | None:
     return None if v in (None, "") else int(v)
 
 
+WsMatch = Callable[["_WsClient"], bool]
+"""Which websocket clients a pushed frame goes to."""
+
+
+class _WsClient:
+    """One websocket client of a fake: its endpoint kind (Bybit ``linear`` / ``spot`` /
+    ``private``; OKX ``public`` / ``private`` / ``business``), its subscribed topics and
+    whether it has logged in."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, kind: str, n: int):
+        self.ws = ws
+        self.request = request
+        self.kind = kind
+        self.conn_id = f"cejreaspqfm9se7usbrg-{n:03d}"
+        self.topics: set[str] = set()
+        self.authed = False
+
+    def transport_close(self) -> None:
+        """Close the TCP connection without a close frame (the client sees 1006)."""
+        tr = self.request.transport
+        if tr is not None:
+            tr.close()
+
+
 class _Loopback:
     """An aiohttp server on 127.0.0.1 in a thread; subclasses fill :attr:`routes`."""
 
@@ -247,6 +313,22 @@ class _Loopback:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.port: int | None = None
+        # websockets (server loop; counters read by tests)
+        self._ws_clients: list[_WsClient] = []
+        self._ws_ids = itertools.count(1)
+        self._ws_send_lock: asyncio.Lock | None = None
+        self._ws_held: list[tuple[WsMatch, str]] | None = None
+        self._ws_hold_n = 0
+        self.ws_refused = False
+        self.ws_duplicate = False
+        self.ws_connections: collections.Counter[str] = collections.Counter()
+        """Accepted websocket connections by endpoint kind."""
+        self.ws_subscriptions: collections.Counter[str] = collections.Counter()
+        """Accepted subscriptions by topic (every (re)subscription counts)."""
+        self.ws_logins = 0
+        self.ws_pings = 0
+        self.ws_private_sent: list[Any] = []
+        """Private frames pushed (each once, before the duplicate / reorder faults)."""
 
     @property
     def url(self) -> str:
@@ -324,7 +406,124 @@ class _Loopback:
         """None when the request is signed right, else the venue's refusal."""
         raise NotImplementedError
 
+    # -- websockets (the venue mixins fill ws_kind / ws_message / ws_private_frames) ------
+    def ws_kind(self, path: str) -> str | None:
+        """The endpoint kind of a websocket path; None: not a websocket endpoint."""
+        return None
+
+    def ws_message(self, c: _WsClient, text: str) -> list[Any]:
+        """The replies to one client message (dicts are sent as JSON, strings as they are);
+        runs under :attr:`_lock`."""
+        return []
+
+    def ws_private_frames(self) -> list[tuple[WsMatch, Any]]:
+        """Private frames for what the engine did since the last call (under :attr:`_lock`)."""
+        return []
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        kind = self.ws_kind(request.path)
+        with self._lock:
+            self.requests.append(LoggedRequest("WS", request.path, {}, None))
+        if kind is None:
+            return web.Response(status=404, text="not a websocket endpoint")
+        if self.ws_refused:
+            return web.Response(status=503, text="service unavailable")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        c = _WsClient(ws, request, kind, next(self._ws_ids))
+        self._ws_clients.append(c)
+        with self._lock:
+            self.ws_connections[kind] += 1
+        try:
+            async for msg in ws:
+                if msg.type != web.WSMsgType.TEXT:
+                    continue
+                with self._lock:
+                    replies = self.ws_message(c, msg.data)
+                for r in replies:
+                    await self._ws_send(
+                        lambda x, c=c: x is c, r if isinstance(r, str) else json.dumps(r)
+                    )
+        finally:
+            if c in self._ws_clients:
+                self._ws_clients.remove(c)
+        return ws
+
+    async def _ws_send(self, match: WsMatch, text: str) -> None:
+        if self._ws_send_lock is None:
+            self._ws_send_lock = asyncio.Lock()
+        async with self._ws_send_lock:
+            for c in list(self._ws_clients):
+                if match(c):
+                    with contextlib.suppress(ConnectionError, RuntimeError):
+                        await c.ws.send_str(text)
+
+    def _ws_schedule(self, match: WsMatch, payload: Any) -> None:
+        """Send ``payload`` to the matching clients (from any thread; in call order)."""
+        if self._loop is None:
+            return
+        text = payload if isinstance(payload, str) else json.dumps(payload)
+        asyncio.run_coroutine_threadsafe(self._ws_send(match, text), self._loop)
+
+    def _ws_flush(self) -> None:
+        """Push the private frames of what the engine did (under :attr:`_lock`), through the
+        faults: :attr:`ws_duplicate` sends each frame twice; :meth:`hold_ws_private` holds
+        the next frames and sends them newest first."""
+        for match, payload in self.ws_private_frames():
+            self.ws_private_sent.append(payload)
+            text = json.dumps(payload)
+            items = [(match, text)] * (2 if self.ws_duplicate else 1)
+            if self._ws_held is not None:
+                self._ws_held.extend(items)
+                if len(self._ws_held) < self._ws_hold_n:
+                    continue
+                items, self._ws_held = list(reversed(self._ws_held)), None
+            for m, t in items:
+                self._ws_schedule(m, t)
+
+    def hold_ws_private(self, n: int) -> None:
+        """Hold the next ``n`` private frames (counting duplicates), then send them newest
+        first."""
+        with self._lock:
+            self._ws_held, self._ws_hold_n = [], n
+
+    def drop_ws(self, kind: str | None = None, *, refuse: bool = False) -> int:
+        """Cut the websockets of endpoint ``kind`` (all when None) without a close frame;
+        with ``refuse`` answer new connections 503 until :meth:`allow_ws`. Blocks (call it
+        through ``asyncio.to_thread`` from a test's event loop); returns how many were cut."""
+        self.ws_refused = refuse
+        if self._loop is None:
+            return 0
+
+        async def cut() -> int:
+            gone = [c for c in self._ws_clients if kind is None or c.kind == kind]
+            for c in gone:
+                c.transport_close()
+                self._ws_clients.remove(c)
+            return len(gone)
+
+        return asyncio.run_coroutine_threadsafe(cut(), self._loop).result(5)
+
+    def allow_ws(self) -> None:
+        """Accept websocket connections again."""
+        self.ws_refused = False
+
+    def wait_subscribed(self, topic: str, times: int = 1, timeout_s: float = 5.0) -> bool:
+        """Block until ``topic`` has been subscribed ``times`` times in all and a live client
+        holds it (a topic ``orders`` also matches ``orders:ANY``)."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                n = sum(v for k, v in self.ws_subscriptions.items() if _topic_is(k, topic))
+            live = any(_topic_is(t, topic) for c in list(self._ws_clients) for t in c.topics)
+            if n >= times and live:
+                return True
+            time.sleep(0.01)
+        return False
+
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self._ws(request)
         query = dict(request.query)
         body = ""
         if request.method in ("POST", "PUT", "DELETE") and request.can_read_body:
@@ -357,6 +556,7 @@ class _Loopback:
             else:
                 with self._lock:
                     status, payload = private(query if request.method == "GET" else parsed)
+                    self._ws_flush()
         else:
             handler = self.routes.get(request.path)
             if handler is None or request.method != "GET":
@@ -371,6 +571,10 @@ class _Loopback:
         return web.Response(
             status=status, text=text, headers=headers, content_type="application/json"
         )
+
+
+def _topic_is(have: str, want: str) -> bool:
+    return have == want or have.startswith(want + ":")
 
 
 # ------------------------------------------------------------------------- private: matching
@@ -852,16 +1056,35 @@ class _BybitPrivate:
         return str(x["baseCoin"]), str(x["quoteCoin"])
 
     # -- test controls ------------------------------------------------------------------
-    def set_book(self, symbol: str, bid: str, ask: str, *, spot: bool = False) -> None:
+    def set_book(
+        self,
+        symbol: str,
+        bid: str,
+        ask: str,
+        *,
+        spot: bool = False,
+        bid_qty: str = "1.000",
+        ask_qty: str = "1.000",
+    ) -> None:
         """Best bid/ask of ``symbol`` (the spot market with ``spot``; resting orders the
-        quotes cross fill)."""
+        quotes cross fill); ``bid_qty``/``ask_qty`` are the sizes on the websocket book."""
+        key = self.key("spot" if spot else "linear", symbol)
         with self._lock:
-            self.engine.set_book(self.key("spot" if spot else "linear", symbol), bid, ask)
+            self.engine.set_book(key, bid, ask)
+            self.ws_book_qty[key] = (bid_qty, ask_qty)
+            self._ws_publish_book(key)
+            self._ws_flush()
 
-    def trade(self, symbol: str, price: str, qty: str, *, spot: bool = False) -> None:
-        """A public trade at ``price`` of ``qty``: resting orders at or through it fill."""
+    def trade(
+        self, symbol: str, price: str, qty: str, *, spot: bool = False, side: str = "sell"
+    ) -> None:
+        """A public trade at ``price`` of ``qty`` (taker ``side``; on the websocket):
+        resting orders at or through it fill."""
+        key = self.key("spot" if spot else "linear", symbol)
         with self._lock:
-            self.engine.trade(self.key("spot" if spot else "linear", symbol), price, qty)
+            self.engine.trade(key, price, qty)
+            self._ws_publish_trade(key, price, qty, side)
+            self._ws_flush()
 
     def deposit(self, coin: str, amount: str) -> None:
         """Credit ``amount`` of ``coin`` to the unified account."""
@@ -1165,38 +1388,44 @@ class _BybitPrivate:
                     continue
                 if q.get("symbol") not in (None, sym) or not lo <= f["ts"] <= hi:
                     continue
-                rate = f["rate"]
                 row = copy.deepcopy(self._exec_tpl)
-                spot = cat == "spot"
-                mark = "" if spot else _s(self.engine.mark(f["symbol"]))
-                row.update(
-                    symbol=sym,
-                    orderId=f["oid"],
-                    orderLinkId=f["cid"],
-                    side="Buy" if f["side"] == "buy" else "Sell",
-                    orderPrice=_s(f["order_price"]) if f["order_price"] is not None else "0",
-                    orderQty=_s(f["order_qty"]),
-                    leavesQty=_s(f["leaves"]),
-                    orderType="Limit" if f["order_kind"] == "limit" else "Market",
-                    execFee=_s(f["fee"]),
-                    execId=f"e0cbe81d-0f18-5866-9415-{int(f['trade_id']):012d}",
-                    execPrice=_s(f["price"]),
-                    execQty=_s(f["qty"]),
-                    execType="Trade",
-                    execValue=_s(f["qty"] * f["price"]),
-                    execTime=str(f["ts"]),
-                    isMaker=f["maker"],
-                    feeRate=_s(rate),
-                    feeCurrency=f["fee_ccy"],
-                    markPrice=mark,
-                    indexPrice=mark,
-                    closedSize="" if spot else (_s(f["qty"]) if f["pnl"] else "0"),
-                    seq=int(f["trade_id"]),
-                )
+                row.update(self._exec_fields(f))
                 rows.append(row)
         rows.sort(key=lambda r: (int(r["execTime"]), r["seq"]), reverse=True)
         page = self._page(rows, q, 50, 100)
         return self._ok({**page, "category": "linear"})
+
+    def _exec_fields(self, f: dict[str, Any]) -> dict[str, Any]:
+        """The fields of an execution row (REST ``/v5/execution/list`` and the websocket
+        ``execution`` topic name them alike) for the engine's fill ``f``."""
+        sym = self.raw(f["symbol"])
+        spot = self.category(f["symbol"]) == "spot"
+        rate = f["rate"]
+        mark = "" if spot else _s(self.engine.mark(f["symbol"]))
+        return dict(
+            symbol=sym,
+            orderId=f["oid"],
+            orderLinkId=f["cid"],
+            side="Buy" if f["side"] == "buy" else "Sell",
+            orderPrice=_s(f["order_price"]) if f["order_price"] is not None else "0",
+            orderQty=_s(f["order_qty"]),
+            leavesQty=_s(f["leaves"]),
+            orderType="Limit" if f["order_kind"] == "limit" else "Market",
+            execFee=_s(f["fee"]),
+            execId=f"e0cbe81d-0f18-5866-9415-{int(f['trade_id']):012d}",
+            execPrice=_s(f["price"]),
+            execQty=_s(f["qty"]),
+            execType="Trade",
+            execValue=_s(f["qty"] * f["price"]),
+            execTime=str(f["ts"]),
+            isMaker=f["maker"],
+            feeRate=_s(rate),
+            feeCurrency=f["fee_ccy"],
+            markPrice=mark,
+            indexPrice=mark,
+            closedSize="" if spot else (_s(f["qty"]) if f["pnl"] else "0"),
+            seq=int(f["trade_id"]),
+        )
 
     def _positions(self, q: dict[str, str]) -> tuple[int, Any]:
         """Every position the account has held (size 0 once closed, ``side`` "")."""
@@ -1372,6 +1601,247 @@ OKX_STATE = {
 }
 
 
+# -------------------------------------------------------------------------- Bybit websockets
+BYBIT_WS_KINDS = {
+    "/v5/public/linear": "linear",
+    "/v5/public/spot": "spot",
+    "/v5/private": "private",
+}
+"""ccxt.pro's Bybit endpoints below the host (``urls['api']['ws']``: public per category;
+private ``contract`` / ``spot.unified`` are both ``/v5/private`` on a unified account)."""
+BYBIT_PRIVATE_TOPICS = frozenset({"execution", "order", "position", "wallet"})
+"""Private topics accepted (only ``execution`` is pushed: ccxt.pro's watch_my_trades)."""
+BYBIT_WS_BOOK_TOPIC = "orderbook.1."  # ccxt.pro's watch_bids_asks: the level-1 book
+BYBIT_WS_TRADE_TOPIC = "publicTrade."
+
+
+class _BybitWs:
+    """Bybit v5 websockets (see :class:`FakeBybit`); uses the private mixin's
+    ``_exec_fields``/``category``, the fake's ``linear_symbols`` and ``_Loopback``'s
+    ``_ws_schedule``."""
+
+    _exec_fields: Callable[[dict[str, Any]], dict[str, Any]]
+    category: Callable[[str], str]
+    linear_symbols: Callable[[], set[str]]
+    _ws_schedule: Callable[[WsMatch, Any], None]
+
+    _lock: threading.Lock
+    engine: Matching
+    api_key: str
+    api_secret: str
+    spot_markets: dict[str, Any]
+    ws_subscriptions: collections.Counter[str]
+    ws_pings: int
+    ws_logins: int
+
+    def _init_ws(self) -> None:
+        self.ws_book_qty: dict[str, tuple[str, str]] = {}
+        self._ws_book_last: dict[str, tuple[str, str, str, str]] = {}
+        self.ws_echo_auth_request = False
+        """True: an auth refusal quotes the request (key, expires, signature), as ccxt's
+        comments show Bybit doing; the recording does not."""
+        self._ws_fill_n = 0
+        self._ws_seq = itertools.count(1)
+        self._ws_tpl = {
+            n: other_venue("bybit", n)
+            for n in (
+                "ws_public_trade",
+                "ws_orderbook_snapshot",
+                "ws_orderbook_delta",
+                "ws_account_execution",
+                "ws_auth_success",
+                "ws_auth_failure",
+                "ws_subscription_ack",
+                "ws_subscription_failure",
+            )
+        }
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>``: the host part of ccxt.pro's Bybit urls (``make_exchange``
+        puts ``/v5/public/<category>`` and ``/v5/private`` after it)."""
+        port = getattr(self, "port", None)
+        if port is None:
+            raise RuntimeError("fake venue not started")
+        return f"ws://127.0.0.1:{port}"
+
+    def ws_kind(self, path: str) -> str | None:
+        return BYBIT_WS_KINDS.get(path)
+
+    def _ws_refusal(self, c: _WsClient, m: dict[str, Any], msg: str) -> dict[str, Any]:
+        out = copy.deepcopy(self._ws_tpl["ws_subscription_failure"])
+        out.update(ret_msg=msg, conn_id=c.conn_id, op=m.get("op"))
+        if m.get("req_id") is not None:
+            out["req_id"] = m["req_id"]
+        return out
+
+    def ws_message(self, c: _WsClient, text: str) -> list[Any]:
+        """Bybit v5: ``ping`` (public: ``ret_msg`` pong; private: ``op`` pong), ``auth``
+        (private endpoint), ``subscribe`` / ``unsubscribe`` (``args`` = topics; one bad topic
+        refuses the request)."""
+        try:
+            m = json.loads(text)
+        except ValueError:
+            m = None
+        if not isinstance(m, dict):
+            return [self._ws_refusal(c, {}, "error:invalid op")]
+        op, rid = m.get("op"), m.get("req_id")
+        if op == "ping":
+            self.ws_pings += 1
+            if c.kind == "private":
+                return [
+                    {"req_id": rid, "op": "pong", "args": [str(_now_ms())], "conn_id": c.conn_id}
+                ]
+            pong = {"success": True, "ret_msg": "pong", "conn_id": c.conn_id, "op": "ping"}
+            return [{**pong, "req_id": rid} if rid is not None else pong]
+        if op == "auth":
+            return [self._ws_auth(c, m)]
+        if op in ("subscribe", "unsubscribe"):
+            topics = [str(t) for t in m.get("args") or []]
+            for t in topics:
+                why = self._ws_topic_refusal(c, t) if op == "subscribe" else None
+                if why is not None:
+                    return [self._ws_refusal(c, m, why)]
+            ack = copy.deepcopy(self._ws_tpl["ws_subscription_ack"])
+            ack.update(conn_id=c.conn_id, op=op)
+            ack.pop("req_id", None)
+            if rid is not None:
+                ack["req_id"] = rid
+            if op == "unsubscribe":
+                c.topics.difference_update(topics)
+                return [ack]
+            c.topics.update(topics)
+            self.ws_subscriptions.update(topics)
+            out: list[Any] = [ack]
+            for t in topics:  # a level-1 book starts with a snapshot
+                if t.startswith(BYBIT_WS_BOOK_TOPIC):
+                    key = self._ws_key(c, t.removeprefix(BYBIT_WS_BOOK_TOPIC))
+                    if key in self.engine.books:
+                        out.append(self._ws_book_frame(key))
+            return out
+        return [self._ws_refusal(c, m, "error:invalid op")]
+
+    def _ws_key(self, c: _WsClient, sym: str) -> str:
+        return f"{BYBIT_SPOT_KEY}{sym}" if c.kind == "spot" else sym
+
+    def _ws_auth(self, c: _WsClient, m: dict[str, Any]) -> dict[str, Any]:
+        """Bybit v5 *Authentication*: ``args`` = [api key, expires (ms), signature], the
+        signature hex HMAC-SHA256(secret, ``"GET/realtime" + expires``); ``expires`` must lie
+        in the future. Refusals in the recorded ``ws_auth_failure`` layout: 10003 key, 10004
+        sign, 10002 expired."""
+        args = [str(a) for a in m.get("args") or []]
+        why: tuple[int, str] | None = None
+        if c.kind != "private":
+            why = (10001, "error:auth on a public endpoint")
+        elif len(args) != 3:
+            why = (10001, "Params Error")
+        elif args[0] != self.api_key:
+            why = (10003, "Invalid apikey")
+        elif not hmac.compare_digest(
+            _hmac(self.api_secret, "GET/realtime" + args[1]).hex(), args[2]
+        ):
+            why = (10004, "Invalid sign")
+        elif not args[1].isdigit() or int(args[1]) <= _now_ms():
+            why = (10002, "request expired")
+        if why is None:
+            c.authed = True
+            self.ws_logins += 1
+            return {**self._ws_tpl["ws_auth_success"], "connId": c.conn_id}
+        out = {**self._ws_tpl["ws_auth_failure"], "connId": c.conn_id}
+        out.update(retCode=why[0], retMsg=why[1])
+        if self.ws_echo_auth_request:
+            out["request"] = {"op": "auth", "args": m.get("args")}
+        return out
+
+    def _ws_topic_refusal(self, c: _WsClient, topic: str) -> str | None:
+        if c.kind == "private":
+            if topic not in BYBIT_PRIVATE_TOPICS:
+                return f"Invalid topic: {topic}"
+            return None if c.authed else "Request not authorized"
+        for prefix in (BYBIT_WS_TRADE_TOPIC, BYBIT_WS_BOOK_TOPIC):
+            if topic.startswith(prefix):
+                sym = topic.removeprefix(prefix)
+                known = self.spot_markets if c.kind == "spot" else self.linear_symbols()
+                return None if sym in known else f"Invalid symbol :[{topic}]"
+        return f"Invalid topic: {topic}"
+
+    def _ws_public(self, key: str, topic: str) -> WsMatch:
+        kind = "spot" if key.startswith(BYBIT_SPOT_KEY) else "linear"
+        return lambda c: c.kind == kind and topic in c.topics
+
+    def _ws_book_frame(self, key: str) -> dict[str, Any]:
+        """``orderbook.1.<symbol>`` snapshot (the recorded layout) of the engine's top."""
+        bid, ask = self.engine.books[key]
+        bq, aq = self.ws_book_qty.get(key, ("1.000", "1.000"))
+        tpl = self._ws_tpl["ws_orderbook_snapshot"]
+        seq = next(self._ws_seq)
+        sym = key.removeprefix(BYBIT_SPOT_KEY)
+        data = {**tpl["data"], "s": sym, "b": [[_s(bid), bq]], "a": [[_s(ask), aq]]}
+        data.update(u=seq, seq=seq)
+        return {**tpl, "topic": f"{BYBIT_WS_BOOK_TOPIC}{sym}", "ts": _now_ms(), "data": data}
+
+    def _ws_publish_book(self, key: str) -> None:
+        """A ``delta`` (the recorded ``ws_orderbook_delta`` layout: a level whose price left
+        the top sent with size "0", the new level with its size) from the last published top;
+        the first one a snapshot. Subscribers got a snapshot of the current top on
+        subscribing, so every delta applies to what they hold."""
+        sym = key.removeprefix(BYBIT_SPOT_KEY)
+        match = self._ws_public(key, f"{BYBIT_WS_BOOK_TOPIC}{sym}")
+        bid, ask = self.engine.books[key]
+        bq, aq = self.ws_book_qty.get(key, ("1.000", "1.000"))
+        now = (_s(bid), bq, _s(ask), aq)
+        last = self._ws_book_last.get(key)
+        self._ws_book_last[key] = now
+        if last is None:
+            self._ws_schedule(match, self._ws_book_frame(key))
+            return
+        sides = []
+        for (old_px, old_q), (px, q) in (
+            ((last[0], last[1]), now[:2]),
+            ((last[2], last[3]), now[2:]),
+        ):
+            levels = [] if old_px == px else [[old_px, "0"]]
+            if old_px != px or old_q != q:
+                levels.append([px, q])
+            sides.append(levels)
+        tpl = self._ws_tpl["ws_orderbook_delta"]
+        seq = next(self._ws_seq)
+        data = {**tpl["data"], "s": sym, "b": sides[0], "a": sides[1], "u": seq, "seq": seq}
+        frame = {**tpl, "topic": f"{BYBIT_WS_BOOK_TOPIC}{sym}", "ts": _now_ms(), "data": data}
+        self._ws_schedule(match, frame)
+
+    def _ws_publish_trade(self, key: str, price: str, qty: str, side: str) -> None:
+        """``publicTrade.<symbol>`` (v5 topic name; the recorded frame's topic is the older
+        ``trade.linear.<symbol>``, its fields are kept)."""
+        tpl = self._ws_tpl["ws_public_trade"]
+        sym = key.removeprefix(BYBIT_SPOT_KEY)
+        now, n = _now_ms(), next(self._ws_seq)
+        row = {**tpl["data"][0], "T": now, "s": sym, "v": qty, "p": price}
+        row.update(S="Buy" if side.lower() == "buy" else "Sell", i=f"9dc75fca-4bdd-{n:012d}")
+        topic = f"{BYBIT_WS_TRADE_TOPIC}{sym}"
+        frame = {**tpl, "topic": topic, "ts": now, "data": [row]}
+        self._ws_schedule(self._ws_public(key, topic), frame)
+
+    def ws_private_frames(self) -> list[tuple[WsMatch, Any]]:
+        """One ``execution`` message per new fill: the recorded ``ws_account_execution``
+        with the fill's fields (as the REST execution list), ``category`` linear or spot."""
+        out: list[tuple[WsMatch, Any]] = []
+        new = self.engine.fills[self._ws_fill_n :]
+        self._ws_fill_n = len(self.engine.fills)
+        tpl = self._ws_tpl["ws_account_execution"]
+        for f in new:
+            row = {**tpl["data"][0], **self._exec_fields(f)}
+            row["category"] = self.category(f["symbol"])
+            frame = {
+                **tpl,
+                "id": f"386825804_{row['symbol']}_{row['seq']}",
+                "creationTime": _now_ms(),
+                "data": [row],
+            }
+            out.append((lambda c: c.kind == "private" and "execution" in c.topics, frame))
+        return out
+
+
 def okx_rate_limited() -> Fault:
     """OKX's rate limit: HTTP 429, ``{"code": "50011", "msg": "Too Many Requests"}`` (OKX
     sends no ``Retry-After``)."""
@@ -1475,17 +1945,40 @@ class _OKXPrivate:
         return "SPOT" if inst_id in self.spots else "SWAP"
 
     # -- test controls ------------------------------------------------------------------
-    def set_book(self, inst_id: str, bid: str, ask: str, *, spot: bool = False) -> None:
+    def set_book(
+        self,
+        inst_id: str,
+        bid: str,
+        ask: str,
+        *,
+        spot: bool = False,
+        bid_qty: str = "100",
+        ask_qty: str = "100",
+    ) -> None:
         """Best bid/ask of ``inst_id`` (resting orders the quotes cross fill; ``spot`` is
-        only for symmetry with Bybit: OKX's spot ids differ from its swaps')."""
+        only for symmetry with Bybit: OKX's spot ids differ from its swaps');
+        ``bid_qty``/``ask_qty`` are the websocket book's sizes (contracts on a swap)."""
         with self._lock:
             self.engine.set_book(inst_id, bid, ask)
+            self.ws_book_qty[inst_id] = (bid_qty, ask_qty)
+            self._ws_publish_book(inst_id)
+            self._ws_flush()
 
-    def trade(self, inst_id: str, price: str, contracts: str, *, spot: bool = False) -> None:
-        """A public trade of ``contracts`` (spot: base units) at ``price``: resting orders at
-        or through it fill."""
+    def trade(
+        self,
+        inst_id: str,
+        price: str,
+        contracts: str,
+        *,
+        spot: bool = False,
+        side: str = "sell",
+    ) -> None:
+        """A public trade of ``contracts`` (spot: base units) at ``price`` (taker ``side``;
+        on the websocket): resting orders at or through it fill."""
         with self._lock:
             self.engine.trade(inst_id, price, contracts)
+            self._ws_publish_trade(inst_id, price, contracts, side)
+            self._ws_flush()
 
     def deposit(self, coin: str, amount: str) -> None:
         """Credit ``amount`` of ``coin`` to the trading account."""
@@ -1972,12 +2465,246 @@ class _OKXPrivate:
         )
 
 
+# ---------------------------------------------------------------------------- OKX websockets
+OKX_WS_KINDS = {
+    "/ws/v5/public": "public",
+    "/ws/v5/private": "private",
+    "/ws/v5/business": "business",
+}
+"""ccxt.pro's OKX endpoints below ``urls['api']['ws']`` (``.../ws/v5``)."""
+OKX_WS_PUBLIC = frozenset({"trades", "bbo-tbt", "tickers"})
+OKX_INST_TYPES = frozenset({"ANY", "SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"})
+OKX_LOGIN_PATH = "GET/users/self/verify"
+
+
+class _OKXWs:
+    """OKX v5 websockets (see :class:`FakeOKX`); uses the private mixin's ``_order_row``
+    and ``inst_type`` and ``_Loopback``'s ``_ws_schedule``."""
+
+    _order_row: Callable[[FakeOrder], dict[str, Any]]
+    inst_type: Callable[[str], str]
+    _ws_schedule: Callable[[WsMatch, Any], None]
+
+    _lock: threading.Lock
+    engine: Matching
+    api_key: str
+    api_secret: str
+    passphrase: str
+    swaps: dict[str, Any]
+    spots: dict[str, Any]
+    ws_subscriptions: collections.Counter[str]
+    ws_pings: int
+    ws_logins: int
+
+    def _init_ws(self) -> None:
+        self.ws_book_qty: dict[str, tuple[str, str]] = {}
+        self._ws_fill_n = 0
+        self._ws_order_seen: dict[str, tuple[str, Decimal]] = {}
+        self._ws_seq = itertools.count(1)
+        self._ws_tpl = {
+            n: other_venue("okx", n) for n in ("ws_trades", "ws_bbo_tbt", "ws_tickers", "ws_orders")
+        }
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:<port>/ws/v5``: ccxt.pro's ``urls['api']['ws']`` (it appends
+        ``/public``, ``/private``, ``/business``)."""
+        port = getattr(self, "port", None)
+        if port is None:
+            raise RuntimeError("fake venue not started")
+        return f"ws://127.0.0.1:{port}/ws/v5"
+
+    def ws_kind(self, path: str) -> str | None:
+        return OKX_WS_KINDS.get(path)
+
+    @staticmethod
+    def _ws_error(c: _WsClient, code: str, msg: str) -> dict[str, Any]:
+        return {"event": "error", "code": code, "msg": msg, "connId": c.conn_id}
+
+    def ws_message(self, c: _WsClient, text: str) -> list[Any]:
+        """OKX v5: the text ``ping`` → ``pong``; ``login``; ``subscribe`` / ``unsubscribe``
+        (``args`` = [{channel, instId | instType}], one answer per argument)."""
+        if text == "ping":
+            self.ws_pings += 1
+            return ["pong"]
+        try:
+            m = json.loads(text)
+        except ValueError:
+            m = None
+        if not isinstance(m, dict):
+            return [self._ws_error(c, "60012", "Invalid request")]
+        op = m.get("op")
+        if op == "login":
+            args = m.get("args") or [{}]
+            return [self._ws_login(c, args[0] if isinstance(args[0], dict) else {})]
+        if op not in ("subscribe", "unsubscribe"):
+            return [self._ws_error(c, "60012", f"Invalid request: op {op!r}")]
+        out: list[Any] = []
+        for arg in m.get("args") or []:
+            topic, why = self._ws_topic(c, arg)
+            if why is not None:
+                out.append(why)
+                continue
+            assert topic is not None
+            out.append({"event": op, "arg": arg, "connId": c.conn_id})
+            if op == "unsubscribe":
+                c.topics.discard(topic)
+                continue
+            c.topics.add(topic)
+            self.ws_subscriptions[topic] += 1
+            inst = str(arg.get("instId"))
+            if arg.get("channel") in ("bbo-tbt", "tickers") and inst in self.engine.books:
+                out.append(self._ws_book_frame(str(arg["channel"]), inst))
+        return out
+
+    def _ws_login(self, c: _WsClient, a: dict[str, Any]) -> dict[str, Any]:
+        """OKX v5 *Login*: ``sign`` = base64 HMAC-SHA256(secret, timestamp + ``GET`` +
+        ``/users/self/verify``), ``timestamp`` in Unix seconds, refused 30 s after it;
+        60005 key, 60024 passphrase, 60007 sign, 60006 expired, 60004 bad timestamp."""
+        ts = str(a.get("timestamp", ""))
+        if c.kind == "public":
+            return self._ws_error(c, "60012", "Invalid request: login on the public endpoint")
+        if a.get("apiKey") != self.api_key:
+            return self._ws_error(c, "60005", "Invalid apiKey")
+        if a.get("passphrase") != self.passphrase:
+            return self._ws_error(c, "60024", "Wrong passphrase")
+        try:
+            sent_ms = int(float(ts) * 1000)
+        except ValueError:
+            return self._ws_error(c, "60004", "Invalid timestamp")
+        want = base64.b64encode(_hmac(self.api_secret, ts + OKX_LOGIN_PATH)).decode()
+        if not hmac.compare_digest(want, str(a.get("sign", ""))):
+            return self._ws_error(c, "60007", "Invalid sign")
+        if abs(_now_ms() - sent_ms) > OKX_EXPIRE_MS:
+            return self._ws_error(c, "60006", "Timestamp request expired")
+        c.authed = True
+        self.ws_logins += 1
+        return {"event": "login", "code": "0", "msg": "", "connId": c.conn_id}
+
+    def _ws_topic(self, c: _WsClient, arg: Any) -> tuple[str | None, dict[str, Any] | None]:
+        """(topic, None) for a valid subscription argument, else (None, the refusal)."""
+        if not isinstance(arg, dict):
+            return None, self._ws_error(c, "60012", "Invalid request")
+        ch, inst = str(arg.get("channel")), arg.get("instId")
+        if c.kind == "public" and ch in OKX_WS_PUBLIC:
+            if inst in self.swaps or inst in self.spots:
+                return f"{ch}:{inst}", None
+        elif c.kind == "private" and ch == "orders":
+            if not c.authed:
+                return None, self._ws_error(c, "60011", "Please log in")
+            kind = str(arg.get("instType"))
+            if kind in OKX_INST_TYPES:
+                return ":".join(["orders", kind, *([str(inst)] if inst else [])]), None
+        return None, self._ws_error(
+            c, "60018", f"Wrong URL or channel:{ch},instId:{inst} doesn't exist."
+        )
+
+    @staticmethod
+    def _ws_public(topic: str) -> WsMatch:
+        return lambda c: c.kind == "public" and topic in c.topics
+
+    def _ws_book_frame(self, channel: str, inst: str) -> dict[str, Any]:
+        """``bbo-tbt`` (the recorded layout: [px, sz, "0", orders]) or ``tickers`` (the
+        recorded item relabelled) of the engine's top; sizes in contracts on a swap."""
+        bid, ask = self.engine.books[inst]
+        bq, aq = self.ws_book_qty.get(inst, ("100", "100"))
+        now, n = str(_now_ms()), next(self._ws_seq)
+        if channel == "bbo-tbt":
+            tpl = self._ws_tpl["ws_bbo_tbt"]
+            row = {**tpl["data"][0], "asks": [[_s(ask), aq, "0", "1"]]}
+            row.update(bids=[[_s(bid), bq, "0", "1"]], ts=now, seqId=n)
+        else:
+            tpl = self._ws_tpl["ws_tickers"]
+            row = {**tpl["data"][0], "instType": self.inst_type(inst), "instId": inst}
+            row.update(askPx=_s(ask), askSz=aq, bidPx=_s(bid), bidSz=bq, ts=now)
+        return {"arg": {"channel": channel, "instId": inst}, "data": [row]}
+
+    def _ws_publish_book(self, inst: str) -> None:
+        for ch in ("bbo-tbt", "tickers"):
+            self._ws_schedule(self._ws_public(f"{ch}:{inst}"), self._ws_book_frame(ch, inst))
+
+    def _ws_publish_trade(self, inst: str, price: str, qty: str, side: str) -> None:
+        """``trades`` (the recorded item relabelled; ``sz`` in contracts on a swap)."""
+        tpl = self._ws_tpl["ws_trades"]
+        n = next(self._ws_seq)
+        row = {**tpl["data"][0], "instId": inst, "tradeId": str(130639474 + n), "px": price}
+        row.update(sz=qty, side=side.lower(), ts=str(_now_ms()), count="1")
+        frame = {"arg": {"channel": "trades", "instId": inst}, "data": [row]}
+        self._ws_schedule(self._ws_public(f"trades:{inst}"), frame)
+
+    def _ws_orders_match(self, inst: str) -> WsMatch:
+        kind = self.inst_type(inst)
+        wanted = {f"orders:{k}" for k in ("ANY", kind)} | {
+            f"orders:{k}:{inst}" for k in ("ANY", kind)
+        }
+        return lambda c: c.kind == "private" and bool(wanted & c.topics)
+
+    def ws_private_frames(self) -> list[tuple[WsMatch, Any]]:
+        """``orders`` channel messages: one per new fill (the order as it stood after that
+        fill, with ``tradeId``, ``fillPx``, ``fillSz`` in contracts, ``fillTime``,
+        ``execType`` M/T and ``fillFee``/``fillFeeCcy`` — OKX documents both, negative =
+        charged; the recording has neither), and one per other state change (live,
+        canceled) with an empty ``tradeId``, as OKX pushes them."""
+        out: list[tuple[WsMatch, Any]] = []
+        fills = self.engine.fills
+        new = list(range(self._ws_fill_n, len(fills)))
+        self._ws_fill_n = len(fills)
+        tpl = self._ws_tpl["ws_orders"]
+        filled_now: set[str] = set()
+        for i in new:
+            f = fills[i]
+            o = self.engine.orders[f["oid"]]
+            filled_now.add(o.oid)
+            upto = [x for x in fills[: i + 1] if x["oid"] == o.oid]
+            acc = sum((x["qty"] for x in upto), Decimal(0))
+            value = sum((x["qty"] * x["price"] for x in upto), Decimal(0))
+            row = self._ws_order_fields(tpl, o)
+            row.update(
+                accFillSz=_s(acc),
+                avgPx=_s(value / acc),
+                state="filled" if acc >= o.qty else "partially_filled",
+                fee=_s(-sum((x["fee"] for x in upto), Decimal(0))),
+                fillPx=_s(f["price"]),
+                fillSz=_s(f["qty"]),
+                fillTime=str(f["ts"]),
+                tradeId=f["trade_id"],
+                execType="M" if f["maker"] else "T",
+                fillFee=_s(-f["fee"]),
+                fillFeeCcy=f["fee_ccy"],
+                fillPnl=_s(f["pnl"]),
+                uTime=str(f["ts"]),
+            )
+            frame = {"arg": {"channel": "orders", "instType": row["instType"]}, "data": [row]}
+            out.append((self._ws_orders_match(o.symbol), frame))
+        for o in self.engine.orders.values():
+            snap = (o.status, o.filled)
+            if self._ws_order_seen.get(o.oid) == snap:
+                continue
+            self._ws_order_seen[o.oid] = snap
+            if o.oid in filled_now and o.status != "cancelled":
+                continue
+            row = self._ws_order_fields(tpl, o)
+            row.update(fillPx="", fillSz="0", fillTime="", tradeId="", execType="")
+            row.update(fillFee="0", fillFeeCcy="", fillPnl="0")
+            frame = {"arg": {"channel": "orders", "instType": row["instType"]}, "data": [row]}
+            out.append((self._ws_orders_match(o.symbol), frame))
+        return out
+
+    def _ws_order_fields(self, tpl: dict[str, Any], o: FakeOrder) -> dict[str, Any]:
+        """The recorded ``ws_orders`` item with the order's fields of the REST order row."""
+        row = copy.deepcopy(tpl["data"][0])
+        rest = self._order_row(o)
+        row.update({k: v for k, v in rest.items() if k in row})
+        row["instType"] = self.inst_type(o.symbol)
+        return row
+
+
 # ------------------------------------------------------------------------------------ Bybit
 BYBIT_CAPTURE = "BYBIT.jsonl.zst"
 BYBIT_MAX_LIMIT = 200
 
 
-class FakeBybit(_BybitPrivate, _Loopback):
+class FakeBybit(_BybitWs, _BybitPrivate, _Loopback):
     """Bybit v5 public and private REST (module docstring). ``now_ms`` is the server's clock
     for the public data; signed requests are checked against the wall clock."""
 
@@ -2013,6 +2740,7 @@ class FakeBybit(_BybitPrivate, _Loopback):
             "/v5/market/funding/history": self._funding_history,
         }
         self._init_private(api_key, api_secret, wallet_usdt)
+        self._init_ws()
 
     # -- configuration ----------------------------------------------------------------
     def linear_symbols(self) -> set[str]:
@@ -2147,7 +2875,7 @@ def _okx_hype_instrument(eth: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class FakeOKX(_OKXPrivate, _Loopback):
+class FakeOKX(_OKXWs, _OKXPrivate, _Loopback):
     """OKX v5 public and private REST (module docstring). ``now_ms`` is the server's clock
     for the public data; signed requests are checked against the wall clock."""
 
@@ -2217,6 +2945,7 @@ class FakeOKX(_OKXPrivate, _Loopback):
             "/api/v5/public/funding-rate-history": self._funding_history,
         }
         self._init_private(api_key, api_secret, passphrase, wallet_usdt)
+        self._init_ws()
 
     @staticmethod
     def _spot_instruments() -> dict[str, Any]:

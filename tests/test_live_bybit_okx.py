@@ -993,10 +993,16 @@ def test_runner_enters_and_exits_a_carry_pair_live(v: V, tmp_path: Any) -> None:
                     (qty - fee_btc) * 50000 * SPOT_TAKER[v.venue],
                 ),
             ]
-            # the ledger books the BTC fee in USD, so its spot quantity keeps that fee
-            # (0.075 × 0.1 % = 0.000075 BTC on Bybit) — below one lot: no repair, no alert
+            # the ledger keeps the spot holding net of the BTC fee (0.075 × 0.1 % = 0.000075
+            # BTC on Bybit), as the exchange does: the exit sold qty − fee and nothing is left
+            with Session(ledger.engine) as ss:
+                fee_base = {
+                    r.client_order_id: r.fee_qty_base
+                    for r in ss.scalars(select(FillRow).where(FillRow.symbol == "BTCUSDT.SPOT"))
+                }
+            assert fee_base == {"L-1-S-BTCUSDT": fee_btc, "L-2-S-BTCUSDT": 0}
             held = {p.symbol: p.qty_base for p in ledger.status().positions if p.qty_base}
-            assert held == {"BTCUSDT.SPOT": fee_btc} and fee_btc < PERP_LOT[v.venue]
+            assert held == {} and ledger.audit().ok
             assert alerts == []
             assert await runner.run_cycle(3) == "ok"
             assert len(fake.engine.orders) == 4  # nothing more sent

@@ -10,31 +10,43 @@ per-venue differences below.
 **What is tested where.** Binance USD-M (tests/test_execution_live.py, fake
 tests/fake_exchange.py): REST and websockets — orders, stops, fills on the user stream and
 its REST fallback, positions, balances, funding, executions, spot leg, faults; the runner
-over spot + USD-M (tests/test_runner_live.py). Bybit and OKX (tests/test_live_bybit_okx.py,
-fakes tests/fake_venues.py, signed like the venues and shaped from recorded answers): REST
-only — perps: instruments (tick, lot, funding interval), limit and market orders by client
-id, query, cancel, open orders, partial fills, positions in one-way and hedge mode,
-balances, ``executions_since`` across pages, funding payments, leverage, business refusals,
-duplicate client ids, a timeout after execution (adopted, not resent), rate limits and 5xx,
-keys kept out of errors; spot legs (``spot=True``): spot instruments only, limit and market
-orders by client id with base-unit sizes on the wire, query, cancel, open orders, base-asset
-balances as positions, own trades with trade ids and base-asset fees in USD, refusals
-(balance, minimum, duplicate id), the reduce-only cut to the holding; a short-perp /
-long-spot pair through :func:`open_spot_perp_venue` (hedged within a lot, one unified
-balance); :class:`~perpdesk.live.runner.Runner` entering and exiting a pair live (prices
-fed to the runner: the fakes have no websocket). **Not tested on Bybit/OKX**: the
-websocket streams (:meth:`LiveVenue.fills` relies on ``watch_my_trades``; only its REST
-fallback ``poll_fills`` shares the tested trade reader; ccxt.pro 4.5 has no
-``watch_mark_prices`` for Bybit, so ``signals = "mark"`` cannot run there), stop orders
-(refused: REJECTED). Binance's spot leg paying its commission in BTC (no BNB) is tested
-with the Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
+over spot + USD-M (tests/test_runner_live.py). Bybit and OKX REST (tests/test_live_bybit_okx.py,
+fakes tests/fake_venues.py, signed like the venues and shaped from recorded answers): perps:
+instruments (tick, lot, funding interval), limit and market orders by client id, query,
+cancel, open orders, partial fills, positions in one-way and hedge mode, balances,
+``executions_since`` across pages, funding payments, leverage, business refusals, duplicate
+client ids, a timeout after execution (adopted, not resent), rate limits and 5xx, keys kept
+out of errors; spot legs (``spot=True``): spot instruments only, limit and market orders by
+client id with base-unit sizes on the wire, query, cancel, open orders, base-asset balances
+as positions, own trades with trade ids and base-asset fees in USD, refusals (balance,
+minimum, duplicate id), the reduce-only cut to the holding; a short-perp / long-spot pair
+through :func:`open_spot_perp_venue` (hedged within a lot, one unified balance);
+:class:`~perpdesk.live.runner.Runner` entering and exiting a pair live (prices fed to the
+runner). Bybit and OKX websockets (tests/test_live_bybit_okx_ws.py, the same fakes' websocket
+endpoints, frames shaped from the recorded ones): :meth:`LiveVenue.trades` (Bybit
+``publicTrade``, OKX ``trades``) and :meth:`LiveVenue.book_tops` (Bybit ``orderbook.1``, OKX
+``bbo-tbt``) with engine symbols and base-unit sizes (OKX contracts × ``ctVal``), a dropped
+public socket resubscribed; :meth:`LiveVenue.fills` on the private stream (Bybit ``auth`` +
+``execution``, OKX ``login`` + ``orders``; the fakes check the signatures): each execution
+once with its maker fee, duplicated and reordered frames, a dropped socket (REST polls while
+it is refused, then the stream again; nothing lost or doubled), keepalive pings answered, a
+spot-perp pair on one unified account booking each leg once from the shared stream, keys in
+no log or error after a refused login; a stream ccxt.pro lacks (Bybit ``watch_mark_prices``,
+``watch_liquidations_for_symbols``) is a one-line :class:`VenueError`. **Not tested on
+Bybit/OKX**: OKX ``watch_mark_prices`` and either venue's liquidations (the fakes serve no
+``mark-price`` / ``liquidation-orders`` / ``allLiquidation`` channel; :meth:`LiveVenue.mark_prices`
+reads the funding rate from Binance's fields only, so it is NaN on OKX), Bybit's
+``execution.fast`` topic, the order / position / wallet topics, stop orders (refused:
+REJECTED). Binance's spot leg paying its commission in BTC (no BNB) is tested with the
+Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
   on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX → ``BTCUSDT``); :class:`SymbolMap`
   converts to ccxt's unified symbol (``BTC/USDT:USDT``) and back.
 - **Quantities** are base units in the engine. OKX swaps trade in contracts: orders go out
   as ``qty_base / ctVal`` (ccxt ``contractSize``; BTC-USDT-SWAP 0.01 BTC), and order, trade
-  and position sizes come back × ``contractSize``; a lot is ``lotSz × ctVal`` base units.
+  and position sizes come back × ``contractSize``, as do streamed public trade and book
+  sizes (ccxt.pro passes OKX's contracts through); a lot is ``lotSz × ctVal`` base units.
 - **Client ids** go out in each venue's alphabet (:func:`venue_client_id`, reversible by
   :func:`engine_client_id`): Binance as they are, Bybit ``orderLinkId`` (letters, digits,
   ``-``, ``_``; ≤ 36), OKX ``clOrdId`` (letters and digits; ≤ 32). An id too long after
@@ -69,7 +81,14 @@ with the Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
   :meth:`LiveVenue.fills` polls own trades (REST) every ``poll_interval_s`` for the
   symbols it trades until the stream has been healthy for ``resync_polls`` polls; every
   execution is booked once by ``(client_order_id, trade id)``, so repeats, out-of-order
-  messages and the REST/stream overlap never double a fill.
+  messages and the REST/stream overlap never double a fill. Bybit's ``execution`` topic and
+  OKX's ``orders`` channel (subscribed with ``instType`` SWAP or SPOT) carry the whole
+  unified account: a venue books only its own leg's rows (:meth:`LiveVenue._own_leg`: the
+  row's ``category`` / ``instType``), as ccxt.pro on a spot-only client parses a linear
+  ``BTCUSDT`` execution as the spot market. OKX's stream fee (``fillFee``, negative =
+  charged) is negated to a cost as ccxt does on REST (ccxt.pro passes it through as it is).
+  A stream ccxt.pro does not have for the venue (``has`` false) raises a one-line
+  :class:`VenueError` instead of retrying; :meth:`LiveVenue.has_stream` tells beforehand.
 - **Spot** (``LiveVenue(..., spot=True)``; :meth:`LiveVenue.from_env` builds ``binance``
   as spot by default): the spot markets only (ccxt ``fetchMarkets`` types ``["spot"]``,
   ``defaultType`` spot); engine symbols carry the spot suffix (``BTCUSDT.SPOT``,
@@ -191,6 +210,14 @@ RATE_WINDOW_MS = 10_000.0
 10 s / ``rateLimit`` (Binance USD-M: 200 weight units at 50 ms each; Bybit 500 at 20 ms;
 OKX 90 at 110 ms), ccxt's average rate, while a burst inside that budget (an exit leg right
 after a funding read) is not delayed. See :func:`make_exchange`."""
+STREAM_WATCH = {
+    "trades": "watch_trades_for_symbols",
+    "book_tops": "watch_bids_asks",
+    "mark_prices": "watch_mark_prices",
+    "liquidations": "watch_liquidations_for_symbols",
+    "fills": "watch_my_trades",
+}
+""":class:`LiveVenue` stream → the ccxt.pro call behind it (:meth:`LiveVenue.has_stream`)."""
 NEWEST_FIRST_TRADE_LISTS = frozenset({"bybit", "okx"})
 """Venues whose own-trade lists answer the newest rows of a window first (paged by cursor /
 bill id, not by time): read through :meth:`LiveVenue._own_trades`."""
@@ -257,7 +284,12 @@ def make_exchange(
     :func:`~perpdesk.data.sources.ccxt_download.point_ccxt_at`; ``ws_url`` replaces the
     linear-futures websocket base (Binance: ``wss://fstream.binance.com/ws``) — for ``binance``
     (spot) the spot stream base (``wss://stream.binance.com:9443/ws``), and ``ws_api_url`` its
-    websocket API (``wss://ws-api.binance.com:443/ws-api/v3``, the spot user-data stream)."""
+    websocket API (``wss://ws-api.binance.com:443/ws-api/v3``, the spot user-data stream).
+    Bybit: ``ws_url`` is the host (``wss://stream.bybit.com``) and every url of ccxt.pro's
+    ``urls['api']['ws']`` is rebuilt on it with Bybit's paths (``/v5/public/<category>``,
+    private ``/v5/private``, …). OKX: ``ws_url`` replaces ccxt.pro's one base
+    (``wss://ws.okx.com:443/ws/v5``; it appends ``/public``, ``/private``, ``/business``).
+    Neither has a ``ws_api_url``."""
     cls = getattr(ccxtpro, exchange_id, None)
     if cls is None:
         raise VenueError(f"venue {exchange_id!r}: not a ccxt.pro exchange id")
@@ -291,14 +323,37 @@ def make_exchange(
     if api_url is not None:
         point_ccxt_at(ex, api_url)
     if ws_url is not None or ws_api_url is not None:
-        ws = ex.urls["api"]["ws"]
-        if not isinstance(ws, dict) or "linear" not in ws:
-            raise VenueError(f"venue {exchange_id}: ws_url override supports Binance-style urls")
-        if ws_url is not None:
-            ws["spot" if exchange_id == "binance" else "linear"] = ws_url
-        if ws_api_url is not None:
-            ws["ws-api"]["spot" if exchange_id == "binance" else "linear"] = ws_api_url
+        _point_ws_at(ex, exchange_id, ws_url, ws_api_url)
     return ex
+
+
+def _point_ws_at(ex: Any, exchange_id: str, ws_url: str | None, ws_api_url: str | None) -> None:
+    """Replace ccxt.pro's websocket urls (``urls['api']['ws']``) of ``ex``: see
+    :func:`make_exchange`."""
+    ws = ex.urls["api"]["ws"]
+    if exchange_id == "okx":  # one base; ccxt.pro appends /public, /private, /business
+        if ws_api_url is not None:
+            raise VenueError("venue okx: no websocket API url to replace (ws_api_url)")
+        ex.urls["api"]["ws"] = str(ws_url).rstrip("/")
+        return
+    if exchange_id == "bybit":  # a host; the paths are Bybit's (public per category)
+        if ws_api_url is not None:
+            raise VenueError("venue bybit: no websocket API url to replace (ws_api_url)")
+        base = str(ws_url).rstrip("/")
+        for category in ("spot", "inverse", "option", "linear"):
+            ws["public"][category] = f"{base}/v5/public/{category}"
+        private = ws["private"]
+        private["spot"]["unified"] = private["contract"] = f"{base}/v5/private"
+        private["spot"]["nonUnified"] = f"{base}/spot/private/v3"
+        private["usdc"] = f"{base}/trade/option/usdc/private/v1"
+        private["trade"] = f"{base}/v5/trade"
+        return
+    if not isinstance(ws, dict) or "linear" not in ws:
+        raise VenueError(f"venue {exchange_id}: no ws_url override for this venue")
+    if ws_url is not None:
+        ws["spot" if exchange_id == "binance" else "linear"] = ws_url
+    if ws_api_url is not None:
+        ws["ws-api"]["spot" if exchange_id == "binance" else "linear"] = ws_api_url
 
 
 class SymbolMap:
@@ -1183,6 +1238,10 @@ class LiveVenue:
         fee = t.get("fee") or {}
         cur = fee.get("currency")
         fee_usd = _dec(fee.get("cost"))
+        if self.venue_id == "okx" and "fillFee" in info:
+            # ccxt.pro's OKX own trade (``orders`` channel) passes ``fillFee`` through with
+            # OKX's sign (negative = charged); its REST trades are negated to a cost
+            fee_usd = -_dec(info.get("fillFee") or "0")
         fee_base = Decimal(0)
         if fee_usd != 0 and cur not in USD_ASSETS:
             base = (self.ex.markets.get(t["symbol"]) or {}).get("base")
@@ -1221,10 +1280,36 @@ class LiveVenue:
         cs = (self.ex.markets.get(unified) or {}).get("contractSize") if unified else None
         return _dec(cs) if cs else Decimal(1)
 
+    def _own_leg(self, t: Mapping[str, Any]) -> bool:
+        """True when an own trade belongs to this venue's markets. One unified account
+        (Bybit, OKX) streams the executions of both legs to both clients: Bybit's
+        ``execution`` topic every category, and ccxt.pro parses a ``linear`` execution of
+        ``BTCUSDT`` as the spot ``BTC/USDT`` on a client that loaded only spot markets, so
+        the row's own ``instType`` (OKX) / ``category`` (Bybit) decides, then the symbol."""
+        assert self.symbols is not None
+        info = t.get("info") if isinstance(t.get("info"), Mapping) else {}
+        kind = str(info.get("instType") or info.get("category") or "").lower()  # OKX first:
+        # its order rows carry a ``category`` too ("normal")
+        if kind and (kind == "spot") != self.spot:
+            return False
+        return t.get("symbol") in self.symbols.to_engine
+
+    def _watch_my_trades(self) -> Any:
+        """``watch_my_trades`` of this venue's instruments: OKX's ``orders`` channel takes an
+        ``instType`` (ccxt.pro's default ANY would push the other leg's orders, and ccxt.pro
+        raises ``BadSymbol`` inside its handler for a market this client did not load)."""
+        if self.venue_id == "okx":
+            return self.ex.watch_my_trades(
+                None, None, None, {"type": "SPOT" if self.spot else "SWAP"}
+            )
+        return self.ex.watch_my_trades()
+
     def _book(self, trades: Sequence[Mapping[str, Any]]) -> list[Fill]:
         out = []
         assert self.orders is not None
         for t in trades:
+            if not self._own_leg(t):
+                continue  # the other leg's trade on a shared (unified) account's stream
             ex = self._execution(t)
             ms = ex.ts_ns // 1_000_000
             self._last_trade_ms[ex.symbol] = max(self._last_trade_ms.get(ex.symbol, 0), ms)
@@ -1393,6 +1478,7 @@ class LiveVenue:
         every ``scan_interval_s``), REST polling while the stream is down and until it has
         been up for ``resync_polls`` polls (see the module docstring)."""
         self._om()
+        self._require("fills")
         degraded, clean = False, 0
         last_poll = 0.0
         loop = asyncio.get_running_loop()
@@ -1400,7 +1486,7 @@ class LiveVenue:
         try:
             while True:
                 if task is None:
-                    task = asyncio.ensure_future(self.ex.watch_my_trades())
+                    task = asyncio.ensure_future(self._watch_my_trades())
                 done, _ = await asyncio.wait({task}, timeout=self.scan_interval_s)
                 if not done:  # stream quiet (or connecting): scan the cache, poll if degraded
                     for f in self._book(self._cached_trades()):
@@ -1433,13 +1519,34 @@ class LiveVenue:
                 task.cancel()
 
     # ------------------------------------------------------------------ market data
+    def has_stream(self, stream: str) -> bool:
+        """Whether ccxt.pro has the watch call behind the stream ``stream`` (a method of this
+        class: ``trades``, ``book_tops``, ``mark_prices``, ``liquidations``, ``fills``; see
+        :data:`STREAM_WATCH`) for this venue. Bybit (ccxt.pro 4.5) has no
+        ``watch_mark_prices`` nor ``watch_liquidations_for_symbols``."""
+        method = STREAM_WATCH[stream]
+        return bool(self.ex.has.get(re.sub(r"_(\w)", lambda m: m.group(1).upper(), method)))
+
+    def _require(self, stream: str) -> None:
+        """Raise a one-line :class:`VenueError` naming the venue and the ccxt.pro method when
+        it lacks the one behind ``stream`` (``has[...]`` false or absent: the base class would
+        raise ``NotSupported`` on every call, which a reconnect loop would retry for ever)."""
+        if not self.has_stream(stream):
+            raise VenueError(
+                f"{self.venue_id}: ccxt.pro {ccxt.__version__} has no {STREAM_WATCH[stream]}"
+                " for this venue"
+            )
+
     async def _watch(self, call: Callable[[], Any], what: str) -> AsyncIterator[Any]:
-        """Repeat a ccxt.pro watch call forever, reconnecting with backoff on errors."""
+        """Repeat a ccxt.pro watch call forever, reconnecting with backoff on errors (a
+        ``NotSupported`` is raised as a :class:`VenueError`: retrying cannot help)."""
         k = 0
         while True:
             try:
                 res = await call()
                 k = 0
+            except ccxt.NotSupported as exc:
+                raise VenueError(f"{self.venue_id} {what} stream: {_one_line(str(exc))}") from None
             except ccxt.BaseError as exc:
                 self.stream_errors += 1
                 log.warning("%s %s stream: %s", self.venue_id, what, _one_line(str(exc)))
@@ -1448,9 +1555,18 @@ class LiveVenue:
                 continue
             yield res
 
+    def _base_qty(self, unified: Any, qty: Any) -> float:
+        """A streamed size in base units: × ``contractSize`` (OKX swaps trade and quote in
+        contracts of ``ctVal``; 1 elsewhere); NaN when the venue sent none."""
+        if qty is None or qty == "":
+            return float("nan")
+        return float(_dec(qty) * self._contract_size(unified))
+
     async def trades(self, symbols: Sequence[str]) -> AsyncIterator[Trade]:
-        """Public trades (``watch_trades_for_symbols``); ``buyer_is_maker`` = taker sold."""
+        """Public trades (``watch_trades_for_symbols``); ``buyer_is_maker`` = taker sold;
+        sizes in base units (OKX swaps: contracts × ``ctVal``)."""
         self._om()
+        self._require("trades")
         assert self.symbols is not None
         uni = [self.symbols.unified(s) for s in symbols]
         async for batch in self._watch(lambda: self.ex.watch_trades_for_symbols(uni), "trades"):
@@ -1460,13 +1576,16 @@ class LiveVenue:
                     self.symbols.engine(t["symbol"]),
                     int(t["timestamp"]) * 1_000_000,
                     float(t["price"]),
-                    float(t["amount"]),
+                    self._base_qty(t["symbol"], t["amount"]),
                     t.get("side") == "sell",
                 )
 
     async def book_tops(self, symbols: Sequence[str]) -> AsyncIterator[BookTop]:
-        """Best bid/ask (``watch_bids_asks``)."""
+        """Best bid/ask (``watch_bids_asks``: Bybit ``orderbook.1.<symbol>``, OKX
+        ``bbo-tbt``, Binance ``bookTicker``); sizes in base units (OKX swaps: contracts ×
+        ``ctVal``)."""
         self._om()
+        self._require("book_tops")
         assert self.symbols is not None
         uni = [self.symbols.unified(s) for s in symbols]
         async for tickers in self._watch(lambda: self.ex.watch_bids_asks(uni), "book"):
@@ -1476,15 +1595,16 @@ class LiveVenue:
                     self.symbols.engine(u),
                     int(t.get("timestamp") or 0) * 1_000_000,
                     float(t["bid"]),
-                    float(t.get("bidVolume") or "nan"),
+                    self._base_qty(u, t.get("bidVolume")),
                     float(t["ask"]),
-                    float(t.get("askVolume") or "nan"),
+                    self._base_qty(u, t.get("askVolume")),
                 )
 
     async def mark_prices(self, symbols: Sequence[str]) -> AsyncIterator[MarkPrice]:
         """Mark/index price and predicted funding (``watch_mark_prices``; Binance
         ``markPrice`` stream fields r and T from ``info``)."""
         self._om()
+        self._require("mark_prices")
         assert self.symbols is not None
         uni = [self.symbols.unified(s) for s in symbols]
         async for tickers in self._watch(lambda: self.ex.watch_mark_prices(uni), "mark"):
@@ -1503,6 +1623,7 @@ class LiveVenue:
     async def liquidations(self, symbols: Sequence[str]) -> AsyncIterator[Liquidation]:
         """Public liquidations (``watch_liquidations_for_symbols``)."""
         self._om()
+        self._require("liquidations")
         assert self.symbols is not None
         uni = [self.symbols.unified(s) for s in symbols]
         async for batch in self._watch(
