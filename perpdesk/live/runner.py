@@ -43,7 +43,10 @@ already has is adopted (never sent twice), one it never received is sent.
 **Paper mode** uses :class:`DurablePaperVenue`: a :class:`~perpdesk.execution.paper.PaperVenue`
 whose inputs (market events, orders, cancels) are journaled to its own SQLite file (WAL,
 ``synchronous=FULL``) and replayed on open, so its orders, fills, positions and cash survive a
-SIGKILL exactly (the paper venue is deterministic in its inputs). Market events are journaled
+SIGKILL exactly (the paper venue is deterministic in its inputs). Every ``checkpoint_every``
+rows the journal is cut: the venue's exact state becomes one checkpoint row and the rows
+before it are deleted in the same transaction, so a restart restores the checkpoint and
+replays only what came after (:meth:`DurablePaperVenue.checkpoint`). Market events are journaled
 in batches; nothing derived from an event (a fill, an order state, funding) is handed out
 before that event is committed. Its market data is either a recorded capture
 (:func:`replay_feed`) or the exchange's live public streams
