@@ -580,3 +580,32 @@ def test_scan_buffers_reused_across_rounds_with_arrow_fallback(tmp_path: Path) -
 
 def pa_rows(tables: list) -> list[dict]:
     return [row for t in tables for row in t.to_pylist()]
+
+
+def test_warm_up_compiles_without_touching_the_collector(tmp_path: Path) -> None:
+    """run() decodes one sample frame per kind in a scratch collector before any socket
+    opens: the collector itself gets no rows, no counts and writes nothing; the sample
+    frames decode to what json.loads reads in them."""
+    from perpdesk.live.collector import _WARM_FRAMES
+
+    col = TickCollector(["ETHUSDT", "BTCUSDT"], tmp_path, kinds=("aggTrade", "bookTicker"))
+    assert col.warm_up() >= 0.0
+    assert col.pending_rows == 0
+    assert col.stats.messages == 0 and col.stats.parsed == 0
+    assert not any(tmp_path.iterdir())
+
+    scratch = TickCollector(["BTCUSDT"], tmp_path, kinds=("aggTrade", "trade", "bookTicker"))
+    for conn in scratch.conns:
+        scratch.feed(conn, _WARM_FRAMES[conn.kind.name], 1)
+    assert scratch.process() == 3
+    assert scratch.stats.malformed == 0
+    got = {ds: t.to_pylist() for (ds, _), ts in scratch._take_pending().items() for t in ts}
+    agg = json.loads(_WARM_FRAMES["aggTrade"])["data"]
+    book = json.loads(_WARM_FRAMES["bookTicker"])["data"]
+    row = got["agg_trades"][0]
+    assert row["price"] == float(agg["p"]) and row["agg_trade_id"] == agg["a"]
+    assert row["ts_ns"] == agg["T"] * 1_000_000
+    row = got["book_ticker"][0]
+    assert (row["bid_px"], row["ask_qty"]) == (float(book["b"]), float(book["A"]))
+    assert row["update_id"] == book["u"]
+    assert got["trades"][0]["trade_id"] == json.loads(_WARM_FRAMES["trade"])["data"]["t"]

@@ -625,6 +625,22 @@ _SCAN_FIELDS: dict[str, tuple[tuple[str, int, str, int], ...]] = {
 }  # fmt: skip
 
 
+_WARM_FRAMES: dict[str, bytes] = {
+    "aggTrade": b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1721347202813,'
+    b'"a":2253476312,"s":"BTCUSDT","p":"63960.00","q":"0.010","f":5158171045,'
+    b'"l":5158171045,"T":1721347202812,"m":false}}',
+    "trade": b'{"stream":"btcusdt@trade","data":{"e":"trade","E":1721347202813,'
+    b'"T":1721347202812,"s":"BTCUSDT","t":5158171045,"p":"63960.00","q":"0.010",'
+    b'"X":"MARKET","m":false}}',
+    "bookTicker": b'{"stream":"btcusdt@bookTicker","data":{"e":"bookTicker",'
+    b'"u":4984035701909,"s":"BTCUSDT","b":"63959.90","B":"20.327","a":"63960.00",'
+    b'"A":"4.952","T":1721347202812,"E":1721347202813}}',
+}
+"""One frame per scanned kind, in the shape of the recorded Binance USD-M combined streams
+(``shared/data/binance-ws/usdm``): what :meth:`TickCollector.warm_up` decodes to compile the
+kernels."""
+
+
 @dataclass(frozen=True)
 class _ScanPlan:
     lut: np.ndarray
@@ -896,6 +912,21 @@ class TickCollector:
         self._rollover = False  # a UTC midnight passed since the previous flush
 
     # -- socket-free processing path ----------------------------------------------------------
+    def warm_up(self) -> float:
+        """Compile (or load from numba's cache) the decoding kernels of this collector's kinds
+        by running a scratch collector over one sample frame per kind; returns seconds
+        spent. :meth:`run` calls it before opening any socket: on a fresh install the first
+        compile takes seconds, and done on the event loop while connections are opening it
+        stalls their handshakes and pings (seen as handshake timeouts and stall reconnects)."""
+        t0 = time.perf_counter()
+        kinds = [k.name for k in self.kinds if k.name in _WARM_FRAMES]
+        if kinds and self.use_scanner:
+            scratch = TickCollector(["BTCUSDT"], self.catalog, venue=self.venue, kinds=kinds)
+            for conn in scratch.conns:
+                scratch.feed(conn, _WARM_FRAMES[conn.kind.name], time.time_ns())
+            scratch.process()
+        return time.perf_counter() - t0
+
     def feed(self, conn: _Conn, raw: bytes, recv_ns: int) -> None:
         """Buffer one frame of ``conn`` received at ``recv_ns`` (what the socket loop does)."""
         conn.raw.append(raw)
@@ -1448,6 +1479,7 @@ class TickCollector:
         self._stopping = asyncio.Event()
         if self._stop_requested:
             self._stopping.set()
+        self.warm_up()  # before any socket opens: a compile must not stall handshakes
         tasks = [asyncio.create_task(self._connection(c)) for c in self.conns]
         t_end = None if duration_s is None else time.monotonic() + duration_s
         try:
