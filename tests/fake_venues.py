@@ -135,8 +135,12 @@ time (``ws_url``: what :func:`perpdesk.execution.ccxt_live.make_exchange` takes)
   ``orderbook.1.<symbol>`` (what ccxt.pro's ``watch_bids_asks`` subscribes: one level a
   side, a ``ws_orderbook_snapshot`` on subscribing, then a ``ws_orderbook_delta`` on every
   :meth:`FakeBybit.set_book` — the old price with size "0", the new one — as Bybit pushes
-  level 1), private ``execution`` (``ws_account_execution`` with the fill's fields, as the
-  REST execution list; ``category`` linear or spot: one unified account).
+  level 1), ``tickers.<symbol>`` on the linear endpoint (ccxt.pro's ``watch_tickers``: the
+  recorded ``ws_ticker_linear`` snapshot of BTCUSDT — markPrice, indexPrice, fundingRate,
+  nextFundingTime … — on subscribing, then on every :meth:`FakeBybit.set_ticker` a ``delta``
+  carrying only the fields it changed, as Bybit sends them), private ``execution``
+  (``ws_account_execution`` with the fill's fields, as the REST execution list; ``category``
+  linear or spot: one unified account).
 - **OKX**: ``/ws/v5/public``, ``/ws/v5/private``, ``/ws/v5/business``. The text ``ping`` →
   ``pong``; ``login`` with {apiKey, passphrase, timestamp (s), sign = base64 HMAC-SHA256(secret,
   timestamp + ``GET/users/self/verify``)} → ``{"event": "login", "code": "0"}`` or an error
@@ -144,7 +148,10 @@ time (``ws_url``: what :func:`perpdesk.execution.ccxt_live.make_exchange` takes)
   ``subscribe`` answers each argument (``event`` subscribe, or 60018 unknown, 60011 a private
   channel before ``login``). Channels: ``trades`` (``ws_trades``), ``bbo-tbt``
   (``ws_bbo_tbt``: [px, sz, "0", orders]) and ``tickers`` (``ws_tickers`` relabelled) with
-  sizes in contracts on a swap; private ``orders`` by ``instType`` (ANY / SWAP / SPOT …,
+  sizes in contracts on a swap; ``mark-price`` (the recorded ``http_get_mark_price`` item: the
+  websocket item has its fields) and ``funding-rate`` (``ws_funding_rate``: ``fundingRate``
+  settled at ``fundingTime``) of a swap, the current value on subscribing and a message on
+  every :meth:`FakeOKX.set_mark` / :meth:`FakeOKX.set_funding_now` (also what REST serves); private ``orders`` by ``instType`` (ANY / SWAP / SPOT …,
   optionally ``instId``): the recorded ``ws_orders`` item with the order's state after each
   fill (``tradeId``, ``fillPx``, ``fillSz``, ``fillTime``, ``execType``, and ``fillFee`` /
   ``fillFeeCcy`` — documented by OKX, absent from the recording: synthesized, negative =
@@ -1613,6 +1620,7 @@ BYBIT_PRIVATE_TOPICS = frozenset({"execution", "order", "position", "wallet"})
 """Private topics accepted (only ``execution`` is pushed: ccxt.pro's watch_my_trades)."""
 BYBIT_WS_BOOK_TOPIC = "orderbook.1."  # ccxt.pro's watch_bids_asks: the level-1 book
 BYBIT_WS_TRADE_TOPIC = "publicTrade."
+BYBIT_WS_TICKER_TOPIC = "tickers."  # ccxt.pro's watch_tickers (LiveVenue.mark_prices)
 
 
 class _BybitWs:
@@ -1653,7 +1661,57 @@ class _BybitWs:
                 "ws_auth_failure",
                 "ws_subscription_ack",
                 "ws_subscription_failure",
+                "ws_ticker_linear",
             )
+        }
+        rec = self._ws_tpl["ws_ticker_linear"]
+        self.ws_tickers: dict[str, dict[str, Any]] = {
+            str(rec["data"]["symbol"]): {**rec["data"], "_ts": int(rec["ts"])}
+        }
+        """Linear ``tickers.<symbol>`` state by symbol (the fields of the last snapshot with
+        every delta applied; ``_ts`` the message time, ms): BTCUSDT starts as the recorded
+        ``ws_ticker_linear`` snapshot."""
+
+    def set_ticker(self, symbol: str, ts_ms: int | None = None, **fields: str) -> None:
+        """Change ``symbol``'s linear ticker fields (``markPrice``, ``indexPrice``,
+        ``fundingRate``, ``nextFundingTime`` …) and push a ``delta`` carrying only them (as
+        Bybit does) at ``ts_ms`` (default now). A symbol without a ticker yet starts as a
+        relabelled copy of the recorded snapshot and is pushed as a ``snapshot``."""
+        with self._lock:
+            new = symbol not in self.ws_tickers
+            if new:
+                rec = self._ws_tpl["ws_ticker_linear"]["data"]
+                self.ws_tickers[symbol] = {**rec, "symbol": symbol}
+            state = self.ws_tickers[symbol]
+            state.update(fields)
+            state["_ts"] = _now_ms() if ts_ms is None else ts_ms
+            topic = f"{BYBIT_WS_TICKER_TOPIC}{symbol}"
+            if new:
+                frame = self._ws_ticker_frame(symbol)
+            else:
+                tpl = self._ws_tpl["ws_ticker_linear"]
+                frame = {
+                    **tpl,
+                    "topic": topic,
+                    "type": "delta",
+                    "data": {"symbol": symbol, **fields},
+                    "cs": int(tpl["cs"]) + next(self._ws_seq),
+                    "ts": state["_ts"],
+                }
+            self._ws_schedule(self._ws_public(symbol, topic), frame)
+
+    def _ws_ticker_frame(self, symbol: str) -> dict[str, Any]:
+        """``tickers.<symbol>`` snapshot (the recorded layout) of the symbol's state."""
+        tpl = self._ws_tpl["ws_ticker_linear"]
+        state = self.ws_tickers[symbol]
+        data = {k: v for k, v in state.items() if k != "_ts"}
+        return {
+            **tpl,
+            "topic": f"{BYBIT_WS_TICKER_TOPIC}{symbol}",
+            "type": "snapshot",
+            "data": data,
+            "cs": int(tpl["cs"]) + next(self._ws_seq),
+            "ts": state["_ts"],
         }
 
     @property
@@ -1713,11 +1771,18 @@ class _BybitWs:
             c.topics.update(topics)
             self.ws_subscriptions.update(topics)
             out: list[Any] = [ack]
-            for t in topics:  # a level-1 book starts with a snapshot
+            for t in topics:  # a level-1 book and a ticker start with a snapshot
                 if t.startswith(BYBIT_WS_BOOK_TOPIC):
                     key = self._ws_key(c, t.removeprefix(BYBIT_WS_BOOK_TOPIC))
                     if key in self.engine.books:
                         out.append(self._ws_book_frame(key))
+                sym = t.removeprefix(BYBIT_WS_TICKER_TOPIC)
+                if (
+                    t.startswith(BYBIT_WS_TICKER_TOPIC)
+                    and sym in self.ws_tickers
+                    and c.kind == "linear"
+                ):
+                    out.append(self._ws_ticker_frame(sym))
             return out
         return [self._ws_refusal(c, m, "error:invalid op")]
 
@@ -1758,7 +1823,7 @@ class _BybitWs:
             if topic not in BYBIT_PRIVATE_TOPICS:
                 return f"Invalid topic: {topic}"
             return None if c.authed else "Request not authorized"
-        for prefix in (BYBIT_WS_TRADE_TOPIC, BYBIT_WS_BOOK_TOPIC):
+        for prefix in (BYBIT_WS_TRADE_TOPIC, BYBIT_WS_BOOK_TOPIC, BYBIT_WS_TICKER_TOPIC):
             if topic.startswith(prefix):
                 sym = topic.removeprefix(prefix)
                 known = self.spot_markets if c.kind == "spot" else self.linear_symbols()
@@ -2472,7 +2537,7 @@ OKX_WS_KINDS = {
     "/ws/v5/business": "business",
 }
 """ccxt.pro's OKX endpoints below ``urls['api']['ws']`` (``.../ws/v5``)."""
-OKX_WS_PUBLIC = frozenset({"trades", "bbo-tbt", "tickers"})
+OKX_WS_PUBLIC = frozenset({"trades", "bbo-tbt", "tickers", "mark-price", "funding-rate"})
 OKX_INST_TYPES = frozenset({"ANY", "SPOT", "MARGIN", "SWAP", "FUTURES", "OPTION"})
 OKX_LOGIN_PATH = "GET/users/self/verify"
 
@@ -2492,6 +2557,8 @@ class _OKXWs:
     passphrase: str
     swaps: dict[str, Any]
     spots: dict[str, Any]
+    marks: dict[str, dict[str, Any]]
+    funding_now: dict[str, dict[str, Any]]
     ws_subscriptions: collections.Counter[str]
     ws_pings: int
     ws_logins: int
@@ -2555,7 +2622,48 @@ class _OKXWs:
             inst = str(arg.get("instId"))
             if arg.get("channel") in ("bbo-tbt", "tickers") and inst in self.engine.books:
                 out.append(self._ws_book_frame(str(arg["channel"]), inst))
+            if arg.get("channel") in ("mark-price", "funding-rate") and inst in self.swaps:
+                frame = self._ws_mark_frame(str(arg["channel"]), inst)
+                if frame is not None:  # OKX pushes the current value on subscribing
+                    out.append(frame)
         return out
+
+    def _ws_mark_frame(self, channel: str, inst: str) -> dict[str, Any] | None:
+        """``mark-price`` (the recorded ``http_get_mark_price`` item: the websocket item has
+        the same fields) or ``funding-rate`` (the recorded ``ws_funding_rate`` layout) of
+        ``inst`` from :attr:`marks` / :attr:`funding_now`; None when the fake has none."""
+        src = self.marks if channel == "mark-price" else self.funding_now
+        row = src.get(inst)
+        if row is None:
+            return None
+        return {"arg": {"channel": channel, "instId": inst}, "data": [dict(row)]}
+
+    def set_mark(self, inst_id: str, mark_px: str, ts_ms: int | None = None) -> None:
+        """``inst_id``'s mark price (also served by REST ``mark-price``), pushed on
+        ``mark-price`` at ``ts_ms`` (default now)."""
+        with self._lock:
+            row = {"instType": "SWAP", "instId": inst_id, "markPx": mark_px}
+            row["ts"] = str(_now_ms() if ts_ms is None else ts_ms)
+            self.marks[inst_id] = row
+            frame = self._ws_mark_frame("mark-price", inst_id)
+            self._ws_schedule(self._ws_public(f"mark-price:{inst_id}"), frame)
+
+    def set_funding_now(
+        self, inst_id: str, rate: str, funding_time_ms: int, ts_ms: int | None = None
+    ) -> None:
+        """``inst_id``'s current funding (``fundingRate`` to be settled at ``fundingTime``;
+        ``nextFundingTime`` one 8 h interval later; also served by REST ``funding-rate``),
+        pushed on ``funding-rate`` at ``ts_ms`` (default now)."""
+        with self._lock:
+            funding = self.funding_now
+            base = funding.get(inst_id) or other_venue("okx", "ws_funding_rate")["data"][0]
+            row = {**base, "instId": inst_id, "fundingRate": rate}
+            row.update(fundingTime=str(funding_time_ms))
+            row["nextFundingTime"] = str(funding_time_ms + 8 * 3_600_000)
+            row["ts"] = str(_now_ms() if ts_ms is None else ts_ms)
+            funding[inst_id] = row
+            frame = self._ws_mark_frame("funding-rate", inst_id)
+            self._ws_schedule(self._ws_public(f"funding-rate:{inst_id}"), frame)
 
     def _ws_login(self, c: _WsClient, a: dict[str, Any]) -> dict[str, Any]:
         """OKX v5 *Login*: ``sign`` = base64 HMAC-SHA256(secret, timestamp + ``GET`` +

@@ -4,7 +4,9 @@ websocket endpoints (Bybit ``/v5/public/<category>`` and ``/v5/private``, OKX
 ``/ws/v5/public`` and ``/ws/v5/private``), logs in (Bybit ``auth``, OKX ``login``; the fakes
 check the signatures as the venues document them) and receives frames shaped from the
 recorded ones in ../shared/data/exchange-responses/other-venues/, with the executions of the
-fakes' matching engine pushed as they happen.
+fakes' matching engine pushed as they happen. Marks with the predicted funding: Bybit's linear
+``tickers.<symbol>`` (ws_ticker_linear.json, then single-field deltas), OKX's ``mark-price``
+and ``funding-rate`` (http_get_mark_price.json, ws_funding_rate.json).
 
 Expected numbers are worked out by hand in the comments. OKX swaps trade and quote in
 contracts: BTC-USDT-SWAP ``ctVal`` = 0.01 BTC (the recorded instrument), so 7 contracts on
@@ -19,6 +21,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -28,7 +31,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from perpdesk.domain import BookTop, Fill, Order, OrderType, Side, Trade
+from perpdesk.domain import BookTop, Fill, MarkPrice, Order, OrderType, Side, Trade
 from perpdesk.execution.ccxt_live import LiveVenue, open_spot_perp_venue
 from perpdesk.execution.orders import RetryPolicy
 from perpdesk.execution.protocol import OrderStatus, VenueError
@@ -381,31 +384,121 @@ def test_keys_never_in_logs_or_errors(v: V, caplog: pytest.LogCaptureFixture) ->
         assert secret not in text[0] + logged
 
 
-@pytest.mark.parametrize(
-    ("method", "call"),
-    [
-        ("watch_mark_prices", lambda venue: venue.mark_prices(["BTCUSDT"])),
-        ("watch_liquidations_for_symbols", lambda venue: venue.liquidations(["BTCUSDT"])),
-    ],
-)
-def test_a_stream_ccxt_pro_lacks_on_bybit_is_a_one_line_error(method: str, call: Any) -> None:
+def test_a_stream_ccxt_pro_lacks_on_bybit_is_a_one_line_error() -> None:
+    method = "watch_liquidations_for_symbols"
     with BYBIT.make() as fake:
         fake.set_book(BYBIT.market, "50000.0", "50000.1")
 
         async def body(venue: LiveVenue) -> None:
             with pytest.raises(VenueError) as ei:
-                await collect(call(venue), [])
+                await collect(venue.liquidations(["BTCUSDT"]), [])
             msg = str(ei.value)
             assert msg.startswith("bybit: ccxt.pro ") and msg.endswith(
                 f"has no {method} for this venue"
             )
             assert "\n" not in msg and venue.stream_errors == 0
-            # the check a caller (a market-data feed) can make before opening a stream
-            assert [venue.has_stream(s) for s in ("trades", "book_tops", "fills")] == [True] * 3
-            assert not venue.has_stream("mark_prices") and not venue.has_stream("liquidations")
+            # the check a caller (a market-data feed) can make before opening a stream;
+            # Bybit's marks come from watch_tickers
+            streams = ("trades", "book_tops", "fills", "mark_prices")
+            assert [venue.has_stream(s) for s in streams] == [True] * 4
+            assert not venue.has_stream("liquidations")
 
         run(BYBIT, fake, body)
         assert sum(fake.ws_connections.values()) == 0  # nothing was tried
+
+
+def _mark_row(m: MarkPrice) -> tuple[Any, ...]:
+    """A mark as comparable numbers (NaN as the string "nan")."""
+    idx = "nan" if math.isnan(m.index_price) else m.index_price
+    rate = "nan" if math.isnan(m.predicted_funding_rate) else m.predicted_funding_rate
+    return (m.venue, m.symbol, m.ts_ns, m.mark_price, idx, rate, m.next_funding_ts_ns)
+
+
+def test_bybit_marks_from_the_ticker_topic_with_deltas_merged() -> None:
+    """Bybit ``tickers.BTCUSDT``: the recorded snapshot (ws_ticker_linear.json: mark
+    17,217.33, index 17,227.36, fundingRate −0.000212 for the settlement at nextFundingTime
+    1,673,280,000,000 ms = 2023-01-09 16:00 UTC, message ts 1,673,272,861,686 ms), then deltas
+    carrying only what changed: each event keeps the last value of every other field."""
+    with BYBIT.make() as fake:
+
+        async def body(venue: LiveVenue) -> None:
+            marks: list[MarkPrice] = []
+            task = asyncio.create_task(collect(venue.mark_prices(["BTCUSDT"]), marks))
+            await subscribed(fake, "tickers.BTCUSDT")
+            await until(lambda: len(marks) == 1)
+            fake.set_ticker("BTCUSDT", ts_ms=1_673_272_862_000, markPrice="17218.50")
+            await until(lambda: len(marks) == 2)
+            fake.set_ticker(
+                "BTCUSDT", ts_ms=1_673_272_863_000, indexPrice="17229.10", fundingRate="-0.00015"
+            )
+            await until(lambda: len(marks) == 3)
+            # after the 16:00 settlement: the next one 8 h later, 1,673,308,800,000 ms
+            fake.set_ticker(
+                "BTCUSDT",
+                ts_ms=1_673_280_001_000,
+                fundingRate="0.0001",
+                nextFundingTime="1673308800000",
+            )
+            fake.set_ticker("BTCUSDT", ts_ms=1_673_280_002_000, lastPrice="17300.00")
+            await until(lambda: len(marks) == 5)
+            task.cancel()
+            ms = 1_000_000
+            assert [_mark_row(m) for m in marks] == [
+                ("bybit", "BTCUSDT", 1_673_272_861_686 * ms, 17217.33, 17227.36, -0.000212,
+                 1_673_280_000_000 * ms),
+                ("bybit", "BTCUSDT", 1_673_272_862_000 * ms, 17218.5, 17227.36, -0.000212,
+                 1_673_280_000_000 * ms),
+                ("bybit", "BTCUSDT", 1_673_272_863_000 * ms, 17218.5, 17229.1, -0.00015,
+                 1_673_280_000_000 * ms),
+                ("bybit", "BTCUSDT", 1_673_280_001_000 * ms, 17218.5, 17229.1, 0.0001,
+                 1_673_308_800_000 * ms),
+                # a delta of another field: the same mark and funding, the newer stamp
+                ("bybit", "BTCUSDT", 1_673_280_002_000 * ms, 17218.5, 17229.1, 0.0001,
+                 1_673_308_800_000 * ms),
+            ]  # fmt: skip
+            assert venue.stream_errors == 0
+
+        run(BYBIT, fake, body)
+        assert fake.ws_subscriptions["tickers.BTCUSDT"] == 1
+
+
+def test_okx_marks_join_the_mark_price_and_funding_rate_channels() -> None:
+    """OKX ``mark-price`` (the recorded item: markPx 84,660.1 at ts 1,744,590,349,506 ms) and
+    ``funding-rate`` (ws_funding_rate.json: fundingRate 0.0001 settled at fundingTime
+    1,744,590,349,506 ms) joined per symbol; no index on these channels (NaN). Then a new
+    mark keeps the rate, and a new funding message (0.00012 for 2025-04-14 08:00 UTC =
+    1,744,617,600,000 ms) keeps the mark."""
+    with OKX.make() as fake:
+
+        async def body(venue: LiveVenue) -> None:
+            marks: list[MarkPrice] = []
+            task = asyncio.create_task(collect(venue.mark_prices(["BTCUSDT"]), marks))
+            await subscribed(fake, "mark-price:BTC-USDT-SWAP")
+            await subscribed(fake, "funding-rate:BTC-USDT-SWAP")
+            await until(lambda: any(m.next_funding_ts_ns for m in marks))
+            n = len(marks)  # 2, or 1 when the funding message came before any mark
+            fake.set_mark("BTC-USDT-SWAP", "84700.5", ts_ms=1_744_590_350_000)
+            await until(lambda: len(marks) == n + 1)
+            fake.set_funding_now(
+                "BTC-USDT-SWAP", "0.00012", 1_744_617_600_000, ts_ms=1_744_590_351_000
+            )
+            await until(lambda: len(marks) == n + 2)
+            task.cancel()
+            ms = 1_000_000
+            first = ("okx", "BTCUSDT", 1_744_590_349_506 * ms, 84660.1, "nan")
+            joined = [*first, 0.0001, 1_744_590_349_506 * ms]
+            assert [_mark_row(m) for m in marks[n - 1 :]] == [
+                tuple(joined),
+                ("okx", "BTCUSDT", 1_744_590_350_000 * ms, 84700.5, "nan", 0.0001,
+                 1_744_590_349_506 * ms),
+                ("okx", "BTCUSDT", 1_744_590_351_000 * ms, 84700.5, "nan", 0.00012,
+                 1_744_617_600_000 * ms),
+            ]  # fmt: skip
+            if n == 2:  # the mark before any funding message: rate NaN, no settlement time
+                assert _mark_row(marks[0]) == (*first, "nan", 0)
+            assert venue.stream_errors == 0 and venue.has_stream("mark_prices")
+
+        run(OKX, fake, body)
 
 
 def test_a_spot_perp_pair_books_each_leg_once_from_the_shared_stream(vf: Any) -> None:

@@ -4,7 +4,8 @@ Binance USD-M first (``binanceusdm``); Bybit (``bybit``, linear USDT perps) and 
 USDT swaps) go through the same unified calls — ``create_order``, order lookup and
 ``cancel_order`` by client id, own trades, ``fetch_positions``, ``fetch_balance``, funding
 payments, ``set_leverage``, ``watch_trades_for_symbols``, ``watch_bids_asks``,
-``watch_mark_prices``, ``watch_liquidations_for_symbols``, ``watch_my_trades`` — with the
+``watch_mark_prices`` (Bybit: ``watch_tickers``; OKX: ``watch_mark_prices`` +
+``watch_funding_rates``), ``watch_liquidations_for_symbols``, ``watch_my_trades`` — with the
 per-venue differences below.
 
 **What is tested where.** Binance USD-M (tests/test_execution_live.py, fake
@@ -31,13 +32,19 @@ public socket resubscribed; :meth:`LiveVenue.fills` on the private stream (Bybit
 once with its maker fee, duplicated and reordered frames, a dropped socket (REST polls while
 it is refused, then the stream again; nothing lost or doubled), keepalive pings answered, a
 spot-perp pair on one unified account booking each leg once from the shared stream, keys in
-no log or error after a refused login; a stream ccxt.pro lacks (Bybit ``watch_mark_prices``,
-``watch_liquidations_for_symbols``) is a one-line :class:`VenueError`. **Not tested on
-Bybit/OKX**: OKX ``watch_mark_prices`` and either venue's liquidations (the fakes serve no
-``mark-price`` / ``liquidation-orders`` / ``allLiquidation`` channel; :meth:`LiveVenue.mark_prices`
-reads the funding rate from Binance's fields only, so it is NaN on OKX), Bybit's
-``execution.fast`` topic, the order / position / wallet topics, stop orders (refused:
-REJECTED). Binance's spot leg paying its commission in BTC (no BNB) is tested with the
+no log or error after a refused login; :meth:`LiveVenue.mark_prices` (Bybit linear
+``tickers.<symbol>``: the recorded snapshot's mark, index, predicted rate and next funding
+time exactly, then deltas of single fields merged into the last full values; OKX
+``mark-price`` + ``funding-rate`` joined per symbol, the rate and ``fundingTime`` kept across
+mark messages and the mark across funding messages); a stream ccxt.pro lacks (Bybit
+``watch_liquidations_for_symbols``) is a one-line :class:`VenueError`. Paper trading on
+Bybit's and OKX's live public streams, marks and funding included, through the CLI:
+tests/test_paper_live_multi.py. **Not tested on Bybit/OKX**: either venue's liquidations
+(the fakes serve no ``liquidation-orders`` / ``allLiquidation`` channel), OKX's index price
+(its ``mark-price`` channel has none and ``index-tickers`` is not subscribed: ``index_price``
+is NaN on OKX), a reconnect of the mark streams, Bybit's ``execution.fast`` topic, the order /
+position / wallet topics, stop orders (refused: REJECTED). Binance's spot leg paying its
+commission in BTC (no BNB) is tested with the
 Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
@@ -197,6 +204,7 @@ __all__ = [
     "SymbolMap",
     "make_exchange",
     "open_spot_perp_venue",
+    "point_ws_at",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,6 +226,13 @@ STREAM_WATCH = {
     "fills": "watch_my_trades",
 }
 """:class:`LiveVenue` stream → the ccxt.pro call behind it (:meth:`LiveVenue.has_stream`)."""
+VENUE_STREAM_WATCH = {
+    ("bybit", "mark_prices"): ("watch_tickers",),
+    ("okx", "mark_prices"): ("watch_mark_prices", "watch_funding_rates"),
+}
+"""Where a venue's stream needs other ccxt.pro calls than :data:`STREAM_WATCH`: Bybit's mark,
+index and predicted funding are fields of the linear ``tickers.<symbol>`` topic; OKX sends
+the mark on ``mark-price`` and the funding on ``funding-rate``."""
 NEWEST_FIRST_TRADE_LISTS = frozenset({"bybit", "okx"})
 """Venues whose own-trade lists answer the newest rows of a window first (paged by cursor /
 bill id, not by time): read through :meth:`LiveVenue._own_trades`."""
@@ -323,11 +338,11 @@ def make_exchange(
     if api_url is not None:
         point_ccxt_at(ex, api_url)
     if ws_url is not None or ws_api_url is not None:
-        _point_ws_at(ex, exchange_id, ws_url, ws_api_url)
+        point_ws_at(ex, exchange_id, ws_url, ws_api_url)
     return ex
 
 
-def _point_ws_at(ex: Any, exchange_id: str, ws_url: str | None, ws_api_url: str | None) -> None:
+def point_ws_at(ex: Any, exchange_id: str, ws_url: str | None, ws_api_url: str | None) -> None:
     """Replace ccxt.pro's websocket urls (``urls['api']['ws']``) of ``ex``: see
     :func:`make_exchange`."""
     ws = ex.urls["api"]["ws"]
@@ -1519,13 +1534,22 @@ class LiveVenue:
                 task.cancel()
 
     # ------------------------------------------------------------------ market data
+    def _stream_calls(self, stream: str) -> tuple[str, ...]:
+        """The ccxt.pro calls behind ``stream`` on this venue (:data:`STREAM_WATCH`, or
+        :data:`VENUE_STREAM_WATCH` where the venue needs other ones)."""
+        return VENUE_STREAM_WATCH.get((self.venue_id, stream), (STREAM_WATCH[stream],))
+
     def has_stream(self, stream: str) -> bool:
-        """Whether ccxt.pro has the watch call behind the stream ``stream`` (a method of this
-        class: ``trades``, ``book_tops``, ``mark_prices``, ``liquidations``, ``fills``; see
-        :data:`STREAM_WATCH`) for this venue. Bybit (ccxt.pro 4.5) has no
-        ``watch_mark_prices`` nor ``watch_liquidations_for_symbols``."""
-        method = STREAM_WATCH[stream]
-        return bool(self.ex.has.get(re.sub(r"_(\w)", lambda m: m.group(1).upper(), method)))
+        """Whether ccxt.pro has every watch call behind the stream ``stream`` (a method of
+        this class: ``trades``, ``book_tops``, ``mark_prices``, ``liquidations``, ``fills``;
+        see :data:`STREAM_WATCH` and :data:`VENUE_STREAM_WATCH`) for this venue. Bybit's
+        marks come from ``watch_tickers``, OKX's from ``watch_mark_prices`` +
+        ``watch_funding_rates``; Bybit (ccxt.pro 4.5) has no
+        ``watch_liquidations_for_symbols``."""
+        return all(
+            bool(self.ex.has.get(re.sub(r"_(\w)", lambda m: m.group(1).upper(), method)))
+            for method in self._stream_calls(stream)
+        )
 
     def _require(self, stream: str) -> None:
         """Raise a one-line :class:`VenueError` naming the venue and the ccxt.pro method when
@@ -1533,8 +1557,8 @@ class LiveVenue:
         raise ``NotSupported`` on every call, which a reconnect loop would retry for ever)."""
         if not self.has_stream(stream):
             raise VenueError(
-                f"{self.venue_id}: ccxt.pro {ccxt.__version__} has no {STREAM_WATCH[stream]}"
-                " for this venue"
+                f"{self.venue_id}: ccxt.pro {ccxt.__version__} has no"
+                f" {' + '.join(self._stream_calls(stream))} for this venue"
             )
 
     async def _watch(self, call: Callable[[], Any], what: str) -> AsyncIterator[Any]:
@@ -1601,12 +1625,34 @@ class LiveVenue:
                 )
 
     async def mark_prices(self, symbols: Sequence[str]) -> AsyncIterator[MarkPrice]:
-        """Mark/index price and predicted funding (``watch_mark_prices``; Binance
-        ``markPrice`` stream fields r and T from ``info``)."""
+        """Mark and index price with the predicted funding rate of the next settlement and
+        its time, per venue:
+
+        - Binance: ``watch_mark_prices`` (``markPrice`` stream: ``p``, ``i``, and the rate
+          ``r`` for the settlement at ``T``, read from ``info``);
+        - Bybit: ``watch_tickers`` (linear ``tickers.<symbol>``: ``markPrice``, ``indexPrice``,
+          ``fundingRate`` — the rate of the settlement at ``nextFundingTime``). Bybit sends a
+          snapshot, then deltas with only the fields that changed: the last value of each
+          field is kept per symbol (:meth:`_bybit_marks`);
+        - OKX: ``watch_mark_prices`` (``mark-price``: ``markPx``) and ``watch_funding_rates``
+          (``funding-rate``: ``fundingRate``, the rate settled at ``fundingTime``), joined
+          per symbol (:meth:`_okx_marks`); OKX's mark channel has no index: ``index_price``
+          is NaN.
+
+        A rate or time not yet seen is NaN / 0 (the paper venue then settles nothing);
+        ``ts_ns`` is the exchange's stamp of the newest message behind the event."""
         self._om()
         self._require("mark_prices")
         assert self.symbols is not None
         uni = [self.symbols.unified(s) for s in symbols]
+        if self.venue_id == "bybit":
+            async for mp in self._bybit_marks(uni):
+                yield mp
+            return
+        if self.venue_id == "okx":
+            async for mp in self._okx_marks(uni):
+                yield mp
+            return
         async for tickers in self._watch(lambda: self.ex.watch_mark_prices(uni), "mark"):
             for u, t in tickers.items():
                 info = t.get("info") or {}
@@ -1618,6 +1664,83 @@ class LiveVenue:
                     float(t.get("indexPrice") or info.get("i") or "nan"),
                     float(info.get("r", "nan")),
                     int(info.get("T", 0)) * 1_000_000,
+                )
+
+    async def _bybit_marks(self, uni: Sequence[str]) -> AsyncIterator[MarkPrice]:
+        """Bybit linear ``tickers.<symbol>`` as marks. Each message's ``info`` is merged into
+        the last full values of its symbol (a delta carries only the fields that changed; a
+        snapshot replaces them), so a delta with a new mark keeps the last funding rate and
+        time. No event before a mark price is known."""
+        assert self.symbols is not None
+        wanted = set(uni)
+        last: dict[str, dict[str, Any]] = {}
+        async for tickers in self._watch(lambda: self.ex.watch_tickers(list(uni)), "mark"):
+            for u, t in tickers.items():
+                if u not in wanted:
+                    continue
+                info = {k: v for k, v in (t.get("info") or {}).items() if v not in (None, "")}
+                state = last.setdefault(u, {})
+                state.update(info)
+                ts_ms = int(t.get("timestamp") or 0)
+                state["_ts"] = max(int(state.get("_ts", 0)), ts_ms)
+                if "markPrice" not in state:
+                    continue
+                yield MarkPrice(
+                    self.venue_id,
+                    self.symbols.engine(u),
+                    int(state["_ts"]) * 1_000_000,
+                    float(state["markPrice"]),
+                    float(state.get("indexPrice", "nan")),
+                    float(state.get("fundingRate", "nan")),
+                    int(state.get("nextFundingTime", 0)) * 1_000_000,
+                )
+
+    async def _okx_marks(self, uni: Sequence[str]) -> AsyncIterator[MarkPrice]:
+        """OKX ``mark-price`` and ``funding-rate`` joined per symbol: an event on every
+        message once the symbol's mark is known, with the last funding rate and its
+        ``fundingTime`` (NaN / 0 until the first ``funding-rate`` message)."""
+        from perpdesk.execution.paper import merge_streams
+
+        assert self.symbols is not None
+
+        async def tagged(kind: str, call: Callable[[], Any]) -> AsyncIterator[Any]:
+            async for x in self._watch(call, kind):
+                yield kind, x
+
+        wanted = set(uni)
+        marks: dict[str, tuple[float, int]] = {}  # unified → (mark, ts ms)
+        rates: dict[str, tuple[float, int, int]] = {}  # unified → (rate, fundingTime, ts ms)
+        async for kind, got in merge_streams(
+            tagged("mark", lambda: self.ex.watch_mark_prices(list(uni))),
+            tagged("funding", lambda: self.ex.watch_funding_rates(list(uni))),
+        ):
+            for u, t in got.items():
+                if u not in wanted:
+                    continue
+                info = t.get("info") or {}
+                if kind == "mark":
+                    px = info.get("markPx") or t.get("markPrice") or t.get("last")
+                    if px in (None, ""):
+                        continue
+                    marks[u] = (float(px), int(info.get("ts") or t.get("timestamp") or 0))
+                else:
+                    rate = info.get("fundingRate")
+                    when = info.get("fundingTime")
+                    if rate in (None, "") or when in (None, ""):
+                        continue
+                    rates[u] = (float(rate), int(when), int(info.get("ts") or 0))
+                if u not in marks:
+                    continue
+                mark, mark_ts = marks[u]
+                rate_, when_, rate_ts = rates.get(u, (float("nan"), 0, 0))
+                yield MarkPrice(
+                    self.venue_id,
+                    self.symbols.engine(u),
+                    max(mark_ts, rate_ts) * 1_000_000,
+                    mark,
+                    float("nan"),
+                    rate_,
+                    when_ * 1_000_000,
                 )
 
     async def liquidations(self, symbols: Sequence[str]) -> AsyncIterator[Liquidation]:

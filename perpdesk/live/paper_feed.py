@@ -4,12 +4,22 @@ journaled paper venue (``perpdesk run --paper`` without ``--replay``).
 - **Perp leg**: a :class:`~perpdesk.execution.ccxt_live.LiveVenue` built **without API keys**
   (:func:`public_perp_venue`; ``connect`` loads markets and funding intervals, both public)
   gives its ``trades``, ``book_tops`` and ``mark_prices`` streams (ccxt.pro
-  ``watch_trades_for_symbols``, ``watch_bids_asks``, ``watch_mark_prices``) and the real
-  instruments (tick, lot, each symbol's funding interval).
+  ``watch_trades_for_symbols``, ``watch_bids_asks``, and for the marks with the predicted
+  funding rate and next settlement time: Binance ``watch_mark_prices``, Bybit
+  ``watch_tickers``, OKX ``watch_mark_prices`` + ``watch_funding_rates``) and the real
+  instruments (tick, lot, each symbol's funding interval). A stream the venue's ccxt.pro
+  client lacks (:meth:`~perpdesk.execution.ccxt_live.LiveVenue.has_stream`) is not opened,
+  and that is logged once (without marks the paper venue books no funding).
 - **Spot leg**: :class:`SpotStreams`, a keyless ``ccxt.pro`` spot client (Binance spot for
-  ``binanceusdm``) with the spot market's trades and best bid/ask, renamed to the engine's spot
-  symbols (``BTCUSDT`` → ``BTCUSDT.SPOT``, :func:`perpdesk.domain.spot_symbol`); the spot market
-  of a perp is the one with the same base and quote asset.
+  ``binanceusdm``; for Bybit and OKX a spot-only client of the same exchange, Bybit's
+  ``/v5/public/spot`` and OKX's public channels of the spot ids) with the spot market's trades
+  and best bid/ask, renamed to the engine's spot symbols (``BTCUSDT`` → ``BTCUSDT.SPOT``,
+  :func:`perpdesk.domain.spot_symbol`); the spot market of a perp is the one with the same
+  base and quote asset.
+- Tested end to end through the CLI against loopback fakes: Binance (tests/test_paper_live.py),
+  Bybit and OKX (tests/test_paper_live_multi.py: a paper fill on the live book and a funding
+  payment at the fake's announced settlement and predicted rate; the stream skipped when the
+  client lacks it).
 - :func:`live_feed` applies every event to a
   :class:`~perpdesk.live.runner.DurablePaperVenue` (journaled, so a killed paper run restarts
   with exactly the fills it had). The runner taps the paper venue's input for its prices,
@@ -36,7 +46,7 @@ import ccxt.pro as ccxtpro
 
 from perpdesk.data.sources.ccxt_download import point_ccxt_at
 from perpdesk.domain import BookTop, Instrument, InstrumentKind, MarkPrice, Trade, spot_symbol
-from perpdesk.execution.ccxt_live import LiveVenue, make_exchange
+from perpdesk.execution.ccxt_live import LiveVenue, make_exchange, point_ws_at
 from perpdesk.execution.paper import merge_streams
 from perpdesk.execution.protocol import VenueError
 from perpdesk.secrets import redact
@@ -89,8 +99,12 @@ class SpotStreams:
     ``legs`` maps each engine spot symbol to its ``(base, quote)``; :meth:`connect` loads the
     spot markets and finds each leg's market. ``api_url`` / ``ws_url`` point REST and the
     spot websocket base (Binance ``urls['api']['ws']['spot']``) at another host (a loopback
-    fake in tests). Streams reconnect after an error with capped exponential backoff
-    (``reconnect_delay_s × 2^k``, at most 30 s), counting ``stream_errors``."""
+    fake in tests); on Bybit and OKX ``ws_url`` is what
+    :func:`~perpdesk.execution.ccxt_live.make_exchange` takes for them
+    (:func:`~perpdesk.execution.ccxt_live.point_ws_at`; Bybit: the host, the spot stream is
+    ``/v5/public/spot`` on it; OKX: the ``/ws/v5`` base). Streams reconnect after an error
+    with capped exponential backoff (``reconnect_delay_s × 2^k``, at most 30 s), counting
+    ``stream_errors``."""
 
     def __init__(
         self,
@@ -119,7 +133,9 @@ class SpotStreams:
         )
         if api_url is not None:
             point_ccxt_at(self.ex, api_url)
-        if ws_url is not None:
+        if ws_url is not None and exchange_id in ("bybit", "okx"):
+            point_ws_at(self.ex, exchange_id, ws_url, None)  # Bybit: a host; OKX: the base
+        elif ws_url is not None:
             ws = self.ex.urls["api"].get("ws")
             if not isinstance(ws, dict) or "spot" not in ws:
                 raise VenueError(
@@ -244,6 +260,7 @@ class LiveMarketData:
         self._perps = list(perps)
         self._spot_args = None if spot_args is None else dict(spot_args)
         self._perp_inst: dict[str, Instrument] = {}
+        self._skipped: set[str] = set()
 
     @classmethod
     def public(
@@ -309,12 +326,21 @@ class LiveMarketData:
         return out
 
     def events(self) -> AsyncIterator[MarketEvent]:
-        """Perp trades, book tops and marks, spot trades and book tops, in arrival order."""
-        streams: list[AsyncIterator[Any]] = [
-            self.perp.trades(self._perps),
-            self.perp.book_tops(self._perps),
-            self.perp.mark_prices(self._perps),
-        ]
+        """Perp trades, book tops and marks, spot trades and book tops, in arrival order.
+        A perp stream the venue's ccxt.pro client lacks
+        (:meth:`~perpdesk.execution.ccxt_live.LiveVenue.has_stream`) is not opened; that is
+        logged once per stream (a paper run without ``mark_prices`` books no funding)."""
+        streams: list[AsyncIterator[Any]] = []
+        for name in ("trades", "book_tops", "mark_prices"):
+            if self.perp.has_stream(name):
+                streams.append(getattr(self.perp, name)(self._perps))
+            elif name not in self._skipped:
+                self._skipped.add(name)
+                log.warning(
+                    "%s: no %s stream in ccxt.pro for this venue; paper feed runs without it",
+                    self.perp.venue_id,
+                    name,
+                )
         if self.spot is not None:
             legs = list(self.spot.to_unified)
             streams += [self.spot.trades(legs), self.spot.book_tops(legs)]

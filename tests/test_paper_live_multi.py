@@ -1,0 +1,315 @@
+"""`perpdesk run --paper --exchange bybit|okx` on live market data, end to end against the
+loopback fakes of tests/fake_venues.py (Bybit v5 / OKX v5 REST + public websockets on
+127.0.0.1), modelled on tests/test_paper_live.py (the Binance fake).
+
+The runner runs as a real subprocess of the CLI, with no API key (the hidden ``--api-url``,
+``--ws-url``, ``--spot-api-url``, ``--spot-ws-url`` flags point it at the fake; Bybit's
+``ws_url`` is the host, OKX's the ``/ws/v5`` base). Signals come from the venue's mark
+stream (``runner.signals = "mark"``): Bybit's linear ``tickers.BTCUSDT`` topic, OKX's
+``mark-price`` + ``funding-rate`` channels. A publisher thread plays a flat live market:
+every 20 ms a perp trade of 0.1 BTC at 50,000 (aggressor alternating, balanced flow; OKX: 10
+contracts of 0.01 BTC) and a spot trade of 0.01 BTC at 50,000; every 100 ms the perp book
+49,999.9 / 50,000.0 and the spot book 50,000.0 / 50,000.1 (10 BTC a side; both venues' BTC
+spot tick is 0.1) and the mark 50,000 with the predicted funding rate 0.0003 for the next
+settlement on a 2 s grid (Bybit: one ``tickers.BTCUSDT`` delta; OKX: ``mark-price`` and
+``funding-rate`` messages; the announced times are recorded).
+
+Sizing by hand (default config: bankroll 100,000 USD, carry 50 %, 10 slots, perp leverage 3):
+a slot is C = 5,000 USD, each leg X = C·3/4 = 3,750 USD = 0.075 BTC at 50,000, rounded down
+to the coarser lot of the two legs: Bybit's BTCUSDT lot is 0.001 BTC (``qtyStep``), its spot
+lot 0.000001, so 0.075; OKX's BTC-USDT-SWAP lot is 1 contract = 0.01 BTC, so 0.07. The paper
+venue's fees are the paper default (Binance VIP0: perp taker 0.05 %, spot 0.10 %), whatever
+the exchange — the live venue's fee schedule is not wired into paper runs. The short perp
+sells at the bid 49,999.9, the spot buy pays the ask 50,000.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from perpdesk.domain import MarkPrice
+from perpdesk.live.paper_feed import LiveMarketData
+from tests.fake_venues import FakeBybit, FakeOKX
+
+D = Decimal
+RATE = "0.0003"  # × 3 × 365 = 32.85 % annualised (8 h interval): above the 20 % entry
+FUNDING_GRID_MS = 2_000
+BYBIT_PRIVATE = ("/v5/order", "/v5/position", "/v5/account", "/v5/execution", "/v5/user")
+OKX_PRIVATE = ("/api/v5/trade", "/api/v5/account", "/api/v5/asset")
+
+
+class LiveMarket(threading.Thread):
+    """The publisher (module docstring) on a Bybit or OKX fake; ``announced`` holds every
+    next settlement time (ms) it published. OKX swap sizes are contracts of 0.01 BTC."""
+
+    def __init__(self, fake: FakeBybit | FakeOKX) -> None:
+        super().__init__(daemon=True)
+        self.fake = fake
+        self.okx = isinstance(fake, FakeOKX)
+        self.perp, self.spot = ("BTC-USDT-SWAP", "BTC-USDT") if self.okx else ("BTCUSDT",) * 2
+        self.halt = threading.Event()
+        self.announced: set[int] = set()
+
+    def mark(self) -> None:
+        now_ms = int(time.time() * 1000)
+        nxt = (now_ms // FUNDING_GRID_MS + 1) * FUNDING_GRID_MS
+        self.announced.add(nxt)
+        if isinstance(self.fake, FakeOKX):
+            self.fake.set_mark(self.perp, "50000.0", ts_ms=now_ms)
+            self.fake.set_funding_now(self.perp, RATE, nxt, ts_ms=now_ms)
+        else:
+            self.fake.set_ticker(
+                self.perp,
+                ts_ms=now_ms,
+                markPrice="50000.0",
+                indexPrice="50000.0",
+                fundingRate=RATE,
+                nextFundingTime=str(nxt),
+            )
+
+    def run(self) -> None:
+        f, i = self.fake, 0
+        perp_qty, book_qty = ("10", "1000") if self.okx else ("0.1", "10")
+        while not self.halt.is_set():
+            side = "sell" if i % 2 else "buy"
+            f.trade(self.perp, "50000.0", perp_qty, side=side)
+            f.trade(self.spot, "50000.0", "0.01", spot=True, side=side)
+            if i % 5 == 0:
+                f.set_book(self.perp, "49999.9", "50000.0", bid_qty=book_qty, ask_qty=book_qty)
+                f.set_book(self.spot, "50000.0", "50000.1", spot=True, bid_qty="10", ask_qty="10")
+                self.mark()
+            i += 1
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(5)
+
+
+def write_config(d: Path, **runner: Any) -> Path:
+    keys = {
+        "symbols": ["BTCUSDT"],
+        "signals": "mark",
+        "cycle_s": 0.3,
+        "cycle_timeout_s": 5.0,
+        "leg_fill_timeout_s": 1.0,
+        "unwind_timeout_s": 2.0,
+        "poll_s": 0.01,
+        "vpin_bucket_usd": 10_000.0,
+        "vpin_n_buckets": 3,
+        "paper_flush_s": 0.05,
+        **runner,
+    }
+    lines = ["[paths]", f"data_dir = {json.dumps(str(d / 'data'))}", "[runner]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
+    p = d / "perpdesk.toml"
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def spawn(d: Path, exchange: str, url: str, ws_url: str, cfg: Path) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPDESK_")}  # no key
+    env["PYTHONUNBUFFERED"] = "1"
+    args = ["run", "--paper", "--exchange", exchange, "--config", str(cfg)]
+    args += ["--api-url", url, "--ws-url", ws_url, "--spot-api-url", url, "--spot-ws-url", ws_url]
+    return subprocess.Popen(
+        [sys.executable, "-m", "perpdesk.app.cli", *args],
+        cwd=d,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def query(d: Path, sql: str) -> list[tuple[Any, ...]]:
+    db = d / "data" / "ledger.sqlite"
+    if not db.exists():
+        return []
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # tables not created yet
+        return []
+    finally:
+        con.close()
+
+
+def wait_for(cond: Callable[[], bool], p: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    end = time.monotonic() + timeout_s
+    while not cond():
+        if p.poll() is not None:
+            raise AssertionError(f"runner exited {p.returncode}: {p.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+        if time.monotonic() > end:
+            p.kill()
+            raise AssertionError("condition not reached")
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("exchange", "qty", "perp_fee", "spot_fee", "funding", "private"),
+    [
+        # Bybit: 0.075 × 49,999.9 × 0.0005 = 1.87499625; 0.075 × 50,000.1 × 0.001 =
+        # 3.7500075; funding 0.075 × 50,000 × 0.0003 = 1.125
+        pytest.param("bybit", "0.075", "1.87499625", "3.7500075", "1.125", BYBIT_PRIVATE),
+        # OKX: lot 1 contract = 0.01 BTC, so 0.075 → 0.07 on both legs (the coarser lot):
+        # 0.07 × 49,999.9 × 0.0005 = 1.7499965; 0.07 × 50,000.1 × 0.001 = 3.500007;
+        # funding 0.07 × 50,000 × 0.0003 = 1.05
+        pytest.param("okx", "0.07", "1.7499965", "3.500007", "1.05", OKX_PRIVATE),
+    ],
+)
+def test_run_paper_on_live_data_fills_and_books_funding(
+    tmp_path: Path,
+    exchange: str,
+    qty: str,
+    perp_fee: str,
+    spot_fee: str,
+    funding: str,
+    private: tuple[str, ...],
+) -> None:
+    now_ms = int(time.time() * 1000)
+    with FakeBybit(now_ms) if exchange == "bybit" else FakeOKX(now_ms) as fake:
+        market = LiveMarket(fake)
+        market.mark()  # the snapshot a subscriber gets is already the live one
+        market.start()
+        cfg = write_config(tmp_path, run_id="pl")
+        p = spawn(tmp_path, exchange, fake.url, fake.ws_url, cfg)
+        try:
+            wait_for(
+                lambda: (
+                    len(query(tmp_path, "SELECT 1 FROM fills")) >= 2
+                    and bool(
+                        query(tmp_path, "SELECT 1 FROM funding_payments WHERE amount_usd != '0'")
+                    )
+                ),
+                p,
+            )
+            p.send_signal(signal.SIGTERM)
+            _out, err = p.communicate(timeout=30)
+        finally:
+            market.stop()
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 0, err[-2000:]
+
+        fills = query(
+            tmp_path,
+            "SELECT client_order_id, symbol, side, qty_base, price, fee_usd FROM fills ORDER BY id",
+        )
+        k = fills[0][0].split("-")[1]  # the cycle that entered
+        assert [(c, s, side, D(q), D(px), D(fee)) for c, s, side, q, px, fee in fills[:2]] == [
+            (f"pl-{k}-P-BTCUSDT", "BTCUSDT", "sell", D(qty), D("49999.9"), D(perp_fee)),
+            (f"pl-{k}-S-BTCUSDT", "BTCUSDT.SPOT", "buy", D(qty), D("50000.1"), D(spot_fee)),
+        ]
+        # funding received by the short at mark 50,000 and the predicted rate 0.0003, at a
+        # settlement time the fake announced
+        paid = query(
+            tmp_path,
+            "SELECT symbol, ts_ns, amount_usd, funding_rate FROM funding_payments"
+            " WHERE amount_usd != '0'",
+        )
+        assert paid
+        for sym, ts_ns, amount, rate in paid:
+            assert (sym, D(amount), D(rate)) == ("BTCUSDT", D(funding), D(RATE))
+            assert ts_ns % 1_000_000 == 0 and ts_ns // 1_000_000 in market.announced
+        # public data only: no key, no order, no private endpoint or socket reached
+        assert not [r for r in fake.requests if r.path.startswith(private)]
+        assert fake.ws_connections["private"] == 0
+        marks = ("mark-price:BTC-USDT-SWAP", "funding-rate:BTC-USDT-SWAP")
+        for topic in marks if exchange == "okx" else ("tickers.BTCUSDT",):
+            assert fake.ws_subscriptions[topic] >= 1
+        if exchange == "okx":  # the spot leg's own streams
+            assert fake.ws_subscriptions["trades:BTC-USDT"] >= 1
+            assert fake.ws_subscriptions["bbo-tbt:BTC-USDT"] >= 1
+        else:  # the same topic names on /v5/public/spot
+            assert fake.ws_connections["spot"] >= 1
+            assert fake.ws_subscriptions["publicTrade.BTCUSDT"] >= 2
+            assert fake.ws_subscriptions["orderbook.1.BTCUSDT"] >= 2
+
+
+def test_the_feed_opens_only_the_streams_the_venue_has_and_says_so_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A ccxt.pro client without the call behind ``mark_prices`` (Bybit's ``watchTickers``
+    switched off in its ``has`` table, as in a ccxt.pro that lacks it): ``events()`` opens the
+    perp trades and book and the spot streams, not the marks, and logs that once however
+    often the feed reopens its streams. The spot leg comes from /v5/public/spot."""
+
+    async def main(fake: FakeBybit) -> list[Any]:
+        md = LiveMarketData.public(
+            "bybit",
+            ["BTCUSDT"],
+            api_url=fake.url,
+            ws_url=fake.ws_url,
+            spot_api_url=fake.url,
+            spot_ws_url=fake.ws_url,
+            timeout_ms=2000,
+            enable_rate_limit=False,
+            reconnect_delay_s=0.05,
+        )
+        got: list[Any] = []
+        try:
+            await md.connect()
+            md.perp.ex.has["watchTickers"] = False
+            for i in range(2):  # the feed reopens its streams after an error
+                stream = md.events()
+                batch: list[Any] = []
+                task = asyncio.ensure_future(_collect(stream, batch))
+                # perp and spot books, each subscribed once per opening
+                await asyncio.to_thread(fake.wait_subscribed, "orderbook.1.BTCUSDT", 2 * (i + 1))
+                px = str(50000 + i)  # a new top on both books, and a trade on each
+                fake.set_book("BTCUSDT", f"{px}.0", f"{px}.1")
+                fake.set_book("BTCUSDT", f"{px}.0", f"{px}.1", spot=True)
+                fake.trade("BTCUSDT", px, "0.1", side="buy")
+                fake.trade("BTCUSDT", px, "0.01", spot=True, side="sell")
+                end = time.monotonic() + 5
+                while len({(type(x).__name__, x.symbol) for x in batch}) < 4:
+                    assert time.monotonic() < end, batch
+                    await asyncio.sleep(0.02)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                await stream.aclose()  # type: ignore[attr-defined]
+                got += batch
+        finally:
+            await md.close()
+        return got
+
+    with FakeBybit(int(time.time() * 1000)) as fake:
+        fake.set_book("BTCUSDT", "49999.9", "50000.0")
+        fake.set_book("BTCUSDT", "50000.0", "50000.1", spot=True)
+        with caplog.at_level(logging.WARNING, logger="perpdesk.live.paper_feed"):
+            got = asyncio.run(main(fake))
+        assert {(type(x).__name__, x.symbol) for x in got} == {
+            ("Trade", "BTCUSDT"),
+            ("BookTop", "BTCUSDT"),
+            ("Trade", "BTCUSDT.SPOT"),
+            ("BookTop", "BTCUSDT.SPOT"),
+        }
+        assert not [x for x in got if isinstance(x, MarkPrice)]
+        assert fake.ws_subscriptions["tickers.BTCUSDT"] == 0
+        skipped = [
+            r.getMessage() for r in caplog.records if "no mark_prices stream" in r.getMessage()
+        ]
+        assert skipped == [
+            "bybit: no mark_prices stream in ccxt.pro for this venue; paper feed runs without it"
+        ]
+
+
+async def _collect(stream: Any, into: list[Any]) -> None:
+    async for x in stream:
+        into.append(x)
