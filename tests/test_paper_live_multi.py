@@ -18,8 +18,8 @@ Sizing by hand (default config: bankroll 100,000 USD, carry 50 %, 10 slots, perp
 a slot is C = 5,000 USD, each leg X = C·3/4 = 3,750 USD = 0.075 BTC at 50,000, rounded down
 to the coarser lot of the two legs: Bybit's BTCUSDT lot is 0.001 BTC (``qtyStep``), its spot
 lot 0.000001, so 0.075; OKX's BTC-USDT-SWAP lot is 1 contract = 0.01 BTC, so 0.07. The paper
-venue's fees are the paper default (Binance VIP0: perp taker 0.05 %, spot 0.10 %), whatever
-the exchange — the live venue's fee schedule is not wired into paper runs. The short perp
+venue charges the exchange's own regular-user fees (``FeeModel.for_venue``): Bybit non-VIP perp
+taker 0.055 %, spot 0.10 %; OKX Lv1 perp taker 0.05 %, spot taker 0.10 %. The short perp
 sells at the bid 49,999.9, the spot buy pays the ask 50,000.1.
 """
 
@@ -164,9 +164,10 @@ def wait_for(cond: Callable[[], bool], p: subprocess.Popen[str], timeout_s: floa
 @pytest.mark.parametrize(
     ("exchange", "qty", "perp_fee", "spot_fee", "funding", "private"),
     [
-        # Bybit: 0.075 × 49,999.9 × 0.0005 = 1.87499625; 0.075 × 50,000.1 × 0.001 =
-        # 3.7500075; funding 0.075 × 50,000 × 0.0003 = 1.125
-        pytest.param("bybit", "0.075", "1.87499625", "3.7500075", "1.125", BYBIT_PRIVATE),
+        # Bybit: 0.075 × 49,999.9 × 0.00055 = 2.062495875 → 2.06249588 (fees round half-up
+        # to 1e-8 USD); 0.075 × 50,000.1 × 0.001 = 3.7500075; funding 0.075 × 50,000 ×
+        # 0.0003 = 1.125
+        pytest.param("bybit", "0.075", "2.06249588", "3.7500075", "1.125", BYBIT_PRIVATE),
         # OKX: lot 1 contract = 0.01 BTC, so 0.075 → 0.07 on both legs (the coarser lot):
         # 0.07 × 49,999.9 × 0.0005 = 1.7499965; 0.07 × 50,000.1 × 0.001 = 3.500007;
         # funding 0.07 × 50,000 × 0.0003 = 1.05

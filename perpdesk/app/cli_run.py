@@ -15,6 +15,7 @@ from rich.table import Table
 
 from perpdesk.app.common import ConfigOpt, console
 from perpdesk.errors import PerpdeskError
+from perpdesk.sim.costs import Costs, FeeModel
 
 run_app = typer.Typer(help="Run the trading runtime.")
 
@@ -91,7 +92,14 @@ async def open_paper_on_live_data(
     try:
         await market.connect()
         inst = market.instruments("paper")
-        venue = DurablePaperVenue(journal, inst, cfg.paper_cash_usd or cfg.bankroll_usd)
+        # the exchange's own regular-user fee schedule (FeeModel.for_venue), not Binance's
+        try:
+            fees = FeeModel.for_venue(r.venue)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        venue = DurablePaperVenue(
+            journal, inst, cfg.paper_cash_usd or cfg.bankroll_usd, costs=Costs(fees=fees)
+        )
         await venue.open()
     except BaseException:
         await market.close()

@@ -68,6 +68,24 @@ BINANCE_SPOT_VIP0 = FeeSchedule(Decimal("0.001000"), Decimal("0.001000"))
 discount. Source: https://www.binance.com/en/fee/schedule."""
 
 
+BYBIT_NON_VIP = (
+    FeeSchedule(Decimal("0.000200"), Decimal("0.000550")),
+    FeeSchedule(Decimal("0.001000"), Decimal("0.001000")),
+)
+"""Bybit non-VIP (perp, spot): USDT perpetuals maker 0.0200 % / taker 0.0550 %, spot maker
+0.1000 % / taker 0.1000 %. Source: Bybit trading fee structure,
+https://www.bybit.com/en/help-center/article/Trading-Fee-Structure (non-VIP row)."""
+
+OKX_REGULAR_LV1 = (
+    FeeSchedule(Decimal("0.000200"), Decimal("0.000500")),
+    FeeSchedule(Decimal("0.000800"), Decimal("0.001000")),
+)
+"""OKX regular user Lv1 (perp, spot): USDT-margined swaps maker 0.020 % / taker 0.050 %, spot
+maker 0.080 % / taker 0.100 % (the spot pair as in OKX's ``GET /api/v5/account/trade-fee``
+answer recorded under ``shared/data/exchange-responses/other-venues/okx/``). Source:
+https://www.okx.com/fees (Lv1)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FeeModel:
     """Fee rates by instrument kind, with per-symbol overrides (engine symbol names, so a
@@ -83,6 +101,19 @@ class FeeModel:
         if usdm_tier not in BINANCE_USDM_TIERS:
             raise ValueError(f"unknown Binance USD-M tier '{usdm_tier}' (known: VIP0..VIP6)")
         return cls(perp=BINANCE_USDM_TIERS[usdm_tier])
+
+    @classmethod
+    def for_venue(cls, venue_id: str) -> FeeModel:
+        """The regular-user schedule of a ccxt venue id: ``binanceusdm`` / ``binance``
+        (:meth:`binance` VIP0), ``bybit`` (:data:`BYBIT_NON_VIP`), ``okx``
+        (:data:`OKX_REGULAR_LV1`). Raises ``ValueError`` for another id."""
+        if venue_id in ("binanceusdm", "binance"):
+            return cls.binance()
+        if venue_id == "bybit":
+            return cls(perp=BYBIT_NON_VIP[0], spot=BYBIT_NON_VIP[1])
+        if venue_id == "okx":
+            return cls(perp=OKX_REGULAR_LV1[0], spot=OKX_REGULAR_LV1[1])
+        raise ValueError(f"no fee schedule for venue {venue_id!r} (binanceusdm, bybit, okx)")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], where: str = "fees") -> FeeModel:
