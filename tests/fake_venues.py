@@ -71,7 +71,9 @@ answer starts from a recorded row, loaded at test time, with the fake's state wr
 - **Bybit** (``category=linear``): ``X-BAPI-API-KEY`` / ``X-BAPI-TIMESTAMP`` /
   ``X-BAPI-RECV-WINDOW`` / ``X-BAPI-SIGN`` (hex HMAC-SHA256 of timestamp + key + recv window
   + query or body; 10003 key, 10004 sign, 10002 a timestamp outside the recv window — such
-  a request is refused unexecuted). ``GET /v5/user/query-api`` and ``/v5/account/info``
+  a request is refused unexecuted). ``GET /v5/user/query-api`` (recorded, with the requesting
+  key as ``apiKey``; :meth:`FakeBybit.set_key_permissions` sets ``readOnly``, ``Withdraw``
+  in ``Wallet``, ``ips``, expiry) and ``/v5/account/info``
   (recorded: a unified account, ccxt's ``is_unified_enabled``), ``/v5/asset/coin/query-info``
   (synthesized; ccxt's ``load_markets`` fetches currencies when keys are set); ``POST
   /v5/order/create`` (answer: ``ws_order_response`` ids; ``orderLinkId`` checked against
@@ -99,7 +101,9 @@ answer starts from a recorded row, loaded at test time, with the fake's state wr
   id, ``limit`` ≤ 100), ``/account/positions`` (``http_get_positions``; ``pos`` in contracts,
   signed in net mode), ``/account/balance`` (``http_get_account_balance``),
   ``/account/bills-archive`` (funding bills, type 8, synthesized from the documented fields),
-  ``POST /account/set-leverage``. Fees: OKX's Lv1 swap rates (maker 0.02 %, taker 0.05 %; no
+  ``POST /account/set-leverage``, ``GET /account/config`` (synthesized from the documented
+  fields: ``perm`` "read_only,trade" until :meth:`FakeOKX.set_key_permissions`, ``ip``,
+  ``acctLv`` 2, ``posMode`` of the engine). Fees: OKX's Lv1 swap rates (maker 0.02 %, taker 0.05 %; no
   recording).
 
 **Spot** (the carry's spot leg, one unified account with the perps): Bybit
@@ -988,11 +992,11 @@ class _BybitPrivate:
         self._pos_tpl = other_venue("bybit", "http_get_positions")["result"]["list"][0]
         self._wallet_tpl = other_venue("bybit", "http_get_wallet_balance")["result"]["list"][0]
         self._ack_tpl = other_venue("bybit", "ws_order_response")["data"]
+        self.key_info: dict[str, Any] = other_venue("bybit", "http_get_user_query_api")["result"]
+        """What ``GET /v5/user/query-api`` tells of the key: the recorded answer (readOnly 1,
+        Wallet without Withdraw, 3 IPs bound) until :meth:`set_key_permissions`."""
         self.private_routes = {
-            ("GET", "/v5/user/query-api"): lambda q: (
-                200,
-                other_venue("bybit", "http_get_user_query_api"),
-            ),
+            ("GET", "/v5/user/query-api"): self._query_api,
             ("GET", "/v5/asset/coin/query-info"): self._coin_info,
             ("GET", "/v5/account/info"): lambda q: (
                 200,
@@ -1008,6 +1012,40 @@ class _BybitPrivate:
             ("POST", "/v5/position/set-leverage"): self._set_leverage,
             ("GET", "/v5/account/transaction-log"): self._transaction_log,
         }
+
+    def set_key_permissions(
+        self,
+        *,
+        read_only: bool | None = None,
+        withdraw: bool | None = None,
+        ips: Sequence[str] | None = None,
+        expired_at: str | None = None,
+        deadline_day: int | None = None,
+    ) -> None:
+        """Change what ``GET /v5/user/query-api`` reports of the key (None keeps the recorded
+        value): ``readOnly`` 1/0, ``Withdraw`` in the ``Wallet`` area or not (Bybit docs, *Get
+        API Key Information*: Wallet holds AccountTransfer, SubMemberTransfer, Withdraw), the
+        ``ips`` bound, ``expiredAt`` / ``deadlineDay``."""
+        with self._lock:
+            k = self.key_info
+            if read_only is not None:
+                k["readOnly"] = 1 if read_only else 0
+            if withdraw is not None:
+                wallet = [w for w in k["permissions"].get("Wallet", []) if w != "Withdraw"]
+                k["permissions"]["Wallet"] = [*wallet, "Withdraw"] if withdraw else wallet
+            if ips is not None:
+                k["ips"] = list(ips)
+            if expired_at is not None:
+                k["expiredAt"] = expired_at
+            if deadline_day is not None:
+                k["deadlineDay"] = deadline_day
+
+    def _query_api(self, q: dict[str, str]) -> tuple[int, Any]:
+        """The recorded ``http_get_user_query_api`` answer with :attr:`key_info` as its result
+        and the requesting key as ``apiKey`` (Bybit echoes it; the recording masks it)."""
+        body = other_venue("bybit", "http_get_user_query_api")
+        body["result"] = {**copy.deepcopy(self.key_info), "apiKey": self.api_key}
+        return 200, body
 
     def _coin_info(self, q: dict[str, str]) -> tuple[int, Any]:
         """``fetch_currencies`` (ccxt calls it in ``load_markets`` when keys are set): one
@@ -1968,7 +2006,79 @@ class _OKXPrivate:
             ("GET", "/api/v5/account/balance"): self._balance,
             ("GET", "/api/v5/account/bills-archive"): self._bills,
             ("POST", "/api/v5/account/set-leverage"): self._set_leverage,
+            ("GET", "/api/v5/account/config"): self._account_config,
         }
+        self.key_perm = "read_only,trade"
+        """``perm`` of ``GET /api/v5/account/config``: a trading key without withdrawals until
+        :meth:`set_key_permissions`."""
+        self.key_ip = ""
+        """``ip``: the IPs bound to the key, comma-separated; empty: none."""
+        self.acct_lv = "2"
+        """``acctLv``: 2 = spot and futures mode (1 spot, 3 multi-currency, 4 portfolio)."""
+
+    def set_key_permissions(
+        self,
+        *,
+        read_only: bool | None = None,
+        withdraw: bool | None = None,
+        ips: Sequence[str] | None = None,
+    ) -> None:
+        """Change what ``GET /api/v5/account/config`` reports of the key (None keeps the
+        current value): ``read_only`` drops ``trade`` from ``perm`` (or puts it back),
+        ``withdraw`` adds or drops ``withdraw``, ``ips`` the bound IPs."""
+        with self._lock:
+            perm = [p for p in self.key_perm.split(",") if p]
+            if read_only is not None:
+                perm = [p for p in perm if p != "trade"]
+                perm = perm if read_only else [*perm, "trade"]
+            if withdraw is not None:
+                perm = [p for p in perm if p != "withdraw"]
+                perm = [*perm, "withdraw"] if withdraw else perm
+            order = ["read_only", "trade", "withdraw"]
+            self.key_perm = ",".join(sorted(set(perm), key=order.index))
+            if ips is not None:
+                self.key_ip = ",".join(ips)
+
+    def _account_config(self, q: dict[str, str]) -> tuple[int, Any]:
+        """``GET /api/v5/account/config`` (ccxt ``private_get_account_config``; no recording:
+        synthesized in the layout OKX documents, *Get account configuration*, as quoted in
+        ccxt's ``fetch_accounts``): ``perm`` = :attr:`key_perm`, ``ip`` = :attr:`key_ip`,
+        ``acctLv`` = :attr:`acct_lv`, ``posMode`` from the engine (:attr:`pos_mode`); the
+        other fields are the documented example's."""
+        return self._ok(
+            [
+                {
+                    "acctLv": self.acct_lv,
+                    "acctStpMode": "cancel_maker",
+                    "autoLoan": False,
+                    "ctIsoMode": "automatic",
+                    "enableSpotBorrow": False,
+                    "greeksType": "PA",
+                    "feeType": "0",
+                    "ip": self.key_ip,
+                    "type": "0",
+                    "kycLv": "3",
+                    "label": "perpdesk test",
+                    "level": "Lv1",
+                    "levelTmp": "",
+                    "liquidationGear": "-1",
+                    "mainUid": "44705892343619584",
+                    "mgnIsoMode": "automatic",
+                    "opAuth": "1",
+                    "perm": self.key_perm,
+                    "posMode": self.pos_mode,
+                    "roleType": "0",
+                    "spotBorrowAutoRepay": False,
+                    "spotOffsetType": "",
+                    "spotRoleType": "0",
+                    "spotTraderInsts": [],
+                    "traderInsts": [],
+                    "uid": "44705892343619584",
+                    "settleCcy": "USDT",
+                    "settleCcyList": ["USD", "USDC", "USDG"],
+                }
+            ]
+        )
 
     def _currencies(self, q: dict[str, str]) -> tuple[int, Any]:
         """``fetch_currencies`` (ccxt calls it in ``load_markets`` when keys are set): one

@@ -333,28 +333,48 @@ def watchdog_cmd(
 
 @run_app.command("audit")
 def audit_cmd(
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id.")] = "binanceusdm",
+    exchange: Annotated[str, typer.Option(help="ccxt id of the perp exchange.")] = "binanceusdm",
     api_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     ws_url: Annotated[str | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Read-only check of the venue: connectivity, markets, balances, positions, open
-    orders, API key permissions. Never places an order."""
-    from perpdesk.execution.ccxt_live import LiveVenue
-    from perpdesk.live.runner import audit_venue
+    """Read-only check of both legs of the carry — the perp venue and its spot account
+    (Binance's spot account; Bybit's and OKX's unified account through a spot client):
+    connectivity, markets, balances, positions, open orders, API key permissions. One row
+    per check, prefixed by leg; exit code 1 if any fails. Never places an order."""
+    from rich.text import Text
 
-    async def main() -> list[tuple[str, bool, str]]:
-        v = LiveVenue.from_env(exchange, api_url=api_url, ws_url=ws_url)
+    from perpdesk.execution.ccxt_live import SPOT_EXCHANGE, LiveVenue
+    from perpdesk.live.runner import audit_venue
+    from perpdesk.secrets import redact
+
+    async def leg(exchange_id: str, spot: bool) -> list[tuple[str, bool, str]]:
+        # one key trades both legs; the spot client talks to the same host (api_url)
+        v = LiveVenue.from_env(
+            exchange_id, api_url=api_url, ws_url=None if spot else ws_url, spot=spot
+        )
         try:
             return await audit_venue(v)
         finally:
             await v.close()
 
+    async def main() -> list[tuple[str, bool, str]]:
+        rows = [(f"perp: {n}", ok, d) for n, ok, d in await leg(exchange, False)]
+        spot_id = SPOT_EXCHANGE.get(exchange)
+        if spot_id is None:
+            return [*rows, ("spot: connect", False, f"no spot account wired for {exchange}")]
+        try:
+            spot_rows = await leg(spot_id, True)
+        except Exception as exc:  # e.g. the spot client cannot be built: a row, not a crash
+            first = (str(exc).strip().splitlines() or [""])[0]
+            spot_rows = [("connect", False, redact(f"{type(exc).__name__}: {first}"))]
+        return [*rows, *((f"spot: {n}", ok, d) for n, ok, d in spot_rows)]
+
     rows = asyncio.run(main())
-    t = Table(title=f"audit {exchange}")
+    t = Table(title=f"audit {exchange} (perp + spot)")
     for col in ("check", "ok", "detail"):
         t.add_column(col)
     for name, ok, detail in rows:
-        t.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", detail)
+        t.add_row(name, "[green]ok[/]" if ok else "[red]FAIL[/]", Text(detail))
     console.print(t)
     if not all(ok for _, ok, _ in rows):
         raise typer.Exit(1)

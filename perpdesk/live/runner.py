@@ -1700,10 +1700,17 @@ def paper_instruments(venue: str, pairs: Sequence[PairSpec]) -> list[Instrument]
 
 async def audit_venue(venue: Any) -> list[tuple[str, bool, str]]:
     """Read-only checks of a :class:`~perpdesk.execution.ccxt_live.LiveVenue`: connect
-    (markets), balances, positions, open orders and — where the exchange has it (Binance
-    ``GET /sapi/v1/account/apiRestrictions``) — the API key's permissions (withdrawals
-    enabled is reported as a failure: a trading key should not withdraw). Never places or
-    cancels an order. Rows are ``(check, ok, detail)``; details are redacted."""
+    (markets), balances, positions, open orders and the API key's permissions, through
+    ccxt's implicit API methods: Binance ``GET /sapi/v1/account/apiRestrictions``
+    (``enableReading``, ``enableFutures``, ``enableWithdrawals``, ``ipRestrict``); Bybit
+    ``GET /v5/user/query-api`` (``readOnly`` 0 read and write / 1 read only, ``permissions``
+    per area — ``Withdraw`` in ``Wallet`` is the withdrawal right —, ``ips`` bound, ``["*"]``
+    or empty: none, and for a key without IPs ``expiredAt`` / ``deadlineDay``); OKX
+    ``GET /api/v5/account/config`` (``perm`` e.g. ``read_only,trade,withdraw``, ``ip``
+    bound — empty: none —, ``acctLv``, ``posMode``). A key that can withdraw is a failure
+    (a trading key should not withdraw); on Bybit and OKX so is a read-only key (it cannot
+    trade). Never places or cancels an order. Rows are ``(check, ok, detail)``; details
+    are redacted and never quote the key."""
     from perpdesk.secrets import redact
 
     rows: list[tuple[str, bool, str]] = []
@@ -1731,7 +1738,48 @@ async def audit_venue(venue: Any) -> list[tuple[str, bool, str]]:
     await step("open orders", venue.open_orders, lambda o: f"{len(o)} open")
     ex = getattr(venue, "ex", None)
     call = getattr(ex, "sapi_get_account_apirestrictions", None)
-    if call is None:
+    ex_id = getattr(ex, "id", None)
+    if call is None and ex_id in ("bybit", "okx"):
+        if ex_id == "bybit":
+            res = await step("permissions", ex.private_get_v5_user_query_api, lambda r: "")
+            key = (res or {}).get("result") if isinstance(res, Mapping) else None
+        else:
+            res = await step("permissions", ex.private_get_account_config, lambda r: "")
+            data = (res or {}).get("data") if isinstance(res, Mapping) else None
+            key = data[0] if isinstance(data, list) and data else None
+        if res is not None:  # a refused request is already a failed row
+            problems: list[str] = []
+            can_withdraw = read_only = False
+            if not isinstance(key, Mapping):
+                parts, problems = ["unreadable answer"], ["no key information"]
+            elif ex_id == "bybit":
+                perms = key.get("permissions") or {}
+                ips = [str(i) for i in key.get("ips") or [] if str(i) not in ("", "*")]
+                can_withdraw = "Withdraw" in (perms.get("Wallet") or [])
+                read_only = str(key.get("readOnly")) != "0"
+                parts = [f"readOnly={key.get('readOnly')}"]
+                parts += [
+                    f"{area}={'+'.join(map(str, perms.get(area) or [])) or '-'}"
+                    for area in ("ContractTrade", "Spot", "Derivatives", "Wallet")
+                ]
+                parts += [f"withdraw={can_withdraw}", f"ipRestrict={','.join(ips) or 'none'}"]
+                if not ips:  # Bybit expires keys bound to no IP
+                    parts.append(f"expiredAt={key.get('expiredAt')} ({key.get('deadlineDay')} d)")
+            else:
+                perm = [p.strip() for p in str(key.get("perm") or "").split(",") if p.strip()]
+                ips = [i.strip() for i in str(key.get("ip") or "").split(",") if i.strip()]
+                can_withdraw = "withdraw" in perm
+                read_only = "trade" not in perm
+                parts = [f"perm={'+'.join(perm) or '-'}", f"withdraw={can_withdraw}"]
+                parts += [f"ipRestrict={','.join(ips) or 'none'}"]
+                parts += [f"acctLv={key.get('acctLv')}", f"posMode={key.get('posMode')}"]
+            if can_withdraw:
+                problems.append("withdrawals enabled: use a key without them")
+            if read_only:
+                problems.append("read-only key: it cannot trade")
+            detail = ", ".join(parts) + "".join(f" ({p})" for p in problems)
+            rows[-1] = ("permissions", not problems, redact(detail))
+    elif call is None:
         rows.append(("permissions", True, "not reported by this exchange"))
     else:
         res = await step(
