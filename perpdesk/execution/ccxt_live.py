@@ -39,13 +39,14 @@ time exactly, then deltas of single fields merged into the last full values; OKX
 mark messages and the mark across funding messages); a stream ccxt.pro lacks (Bybit
 ``watch_liquidations_for_symbols``) is a one-line :class:`VenueError`. Paper trading on
 Bybit's and OKX's live public streams, marks and funding included, through the CLI:
-tests/test_paper_live_multi.py. **Not tested on Bybit/OKX**: either venue's liquidations
+tests/test_paper_live_multi.py. ``perpdesk audit`` on both legs with the key's permissions
+(Bybit ``/v5/user/query-api``, OKX ``/api/v5/account/config``): tests/test_audit_multi.py.
+**Not tested on Bybit/OKX**: either venue's liquidations
 (the fakes serve no ``liquidation-orders`` / ``allLiquidation`` channel), OKX's index price
 (its ``mark-price`` channel has none and ``index-tickers`` is not subscribed: ``index_price``
 is NaN on OKX), a reconnect of the mark streams, Bybit's ``execution.fast`` topic, the order /
 position / wallet topics, stop orders (refused: REJECTED). Binance's spot leg paying its
-commission in BTC (no BNB) is tested with the
-Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
+commission in BTC (no BNB) is tested with the Binance fake's ``spot_fee_asset="base"`` (tests/test_runner_live.py).
 
 - **Symbols.** The engine names a market by the exchange's id (``market['id']``: ``BTCUSDT``
   on Binance and Bybit, ``BTC-USDT-SWAP`` on OKX → ``BTCUSDT``); :class:`SymbolMap`
