@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 
+import pytest
+
 from perpdesk.domain import (
     BookTop,
     Fill,
@@ -27,6 +29,7 @@ from perpdesk.domain import (
 )
 from perpdesk.execution.paper import PaperVenue, merge_streams
 from perpdesk.execution.protocol import Liquidation, OrderStatus, Venue
+from perpdesk.sim.account import AccountError
 from perpdesk.sim.costs import Costs, FeeModel, FixedBpsSlippage
 from perpdesk.strategies.base import Context, Strategy
 
@@ -243,3 +246,78 @@ def test_fills_stream_and_liquidation_tap() -> None:
     asyncio.run(main())
     assert got == v.fill_log and len(got) == 1 and got[0].price == Decimal("49999.0")
     assert liqs == [liq]
+
+
+SPOT = Instrument(V, "BTCUSDT.SPOT", InstrumentKind.SPOT, "BTC", "USDT", 0.1, 0.000001)
+"""A spot leg with Bybit's BTCUSDT spot filters: tick 0.1, lot 0.000001 BTC."""
+
+
+def spot_top(ts: int) -> BookTop:
+    return BookTop(V, "BTCUSDT.SPOT", ts, 50000.0, 10.0, 50000.1, 10.0)
+
+
+def test_spot_buy_pays_its_commission_in_the_coin_and_a_sell_in_usdt() -> None:
+    """Bybit non-VIP spot taker 0.10 %, commission of a buy in BTC (``FeeModel.for_venue``)."""
+    v = PaperVenue([SPOT], "10000", venue=V, costs=Costs(fees=FeeModel.for_venue("bybit")))
+    v.on_event(spot_top(T0))
+    assert v.submit(Order("b-1", V, "BTCUSDT.SPOT", Side.BUY, 0.075)).status is OrderStatus.FILLED
+    (buy,) = v.fill_log
+    # 0.075 at the ask 50,000.1: commission 0.075 × 0.001 = 0.000075 BTC, worth
+    # 0.000075 × 50,000.1 = 3.7500075 USD; held 0.075 − 0.000075 = 0.074925 BTC; cash pays
+    # the notional only: 0.075 × 50,000.1 = 3,750.0075 → 10,000 − 3,750.0075 = 6,249.9925
+    assert (buy.qty_base, buy.price, buy.fee_usd) == (
+        Decimal("0.075"),
+        Decimal("50000.1"),
+        Decimal("3.7500075"),
+    )
+    assert v.fill_fee_qty_base(0) == Decimal("0.000075")
+    assert v.account.position("BTCUSDT.SPOT").qty_base == Decimal("0.074925")
+    assert v.account.cash_usd == Decimal("6249.9925")
+    assert v.account.fees_usd == Decimal("3.7500075")
+    (lot,) = v.account.lots("BTCUSDT.SPOT")
+    assert (lot.qty_base, lot.price) == (Decimal("0.074925"), Decimal("50000.1"))
+    # equity at the fill price: 6,249.9925 + 0.074925 × 50,000.1 = 6,249.9925 + 3,746.2574925
+    # = 9,996.2499925 = 10,000 − the fee 3.7500075
+    assert v.account.equity_usd == Decimal("9996.2499925")
+    (pos,) = asyncio.run(v.positions())
+    assert (pos.symbol, pos.qty_base) == ("BTCUSDT.SPOT", Decimal("0.074925"))
+    # selling what is held, at the bid 50,000.0: the commission in USDT,
+    # 0.074925 × 50,000 × 0.001 = 3,746.25 × 0.001 = 3.74625; cash
+    # 6,249.9925 + 3,746.25 − 3.74625 = 9,992.49625
+    st = v.submit(Order("s-1", V, "BTCUSDT.SPOT", Side.SELL, 0.074925))
+    assert st.status is OrderStatus.FILLED
+    sell = v.fill_log[1]
+    assert (sell.qty_base, sell.price, sell.fee_usd) == (
+        Decimal("0.074925"),
+        Decimal("50000.0"),
+        Decimal("3.74625"),
+    )
+    assert v.fill_fee_qty_base(1) == 0
+    assert v.account.position("BTCUSDT.SPOT").qty_base == 0
+    assert v.account.cash_usd == Decimal("9992.49625")
+    # = 10,000 − fees (3.7500075 + 3.74625 = 7.4962575) + price PnL 0.074925 × (50,000.0 −
+    # 50,000.1) = −0.0074925
+    assert v.account.fees_usd == Decimal("7.4962575")
+    assert Decimal(10000) - Decimal("7.4962575") - Decimal("0.0074925") == Decimal("9992.49625")
+    # the account books a commission in the coin on spot buys only, and less than the fill
+    sell_again = Fill("x", V, "BTCUSDT.SPOT", Side.SELL, Decimal("0.001"), Decimal("50000"),
+                      Decimal("0.05"), Liquidity.TAKER, T0)  # fmt: skip
+    with pytest.raises(AccountError, match="spot buys only"):
+        v.account.apply_fill(sell_again, Decimal("0.000001"))
+    buy_all = Fill("y", V, "BTCUSDT.SPOT", Side.BUY, Decimal("0.001"), Decimal("50000"),
+                   Decimal("50"), Liquidity.TAKER, T0)  # fmt: skip
+    with pytest.raises(AccountError, match=r"fee_qty_base Decimal\('0.001'\) not in"):
+        v.account.apply_fill(buy_all, Decimal("0.001"))
+    assert v.account.cash_usd == Decimal("9992.49625")  # nothing booked
+
+
+def test_spot_fees_stay_in_usd_without_the_flag() -> None:
+    """The default fee model (backtests): the same buy pays 0.075 × 50,000.1 × 0.001 =
+    3.7500075 USD in USDT and holds the gross 0.075 BTC; cash 10,000 − 3,750.0075 −
+    3.7500075 = 6,246.2424925."""
+    v = PaperVenue([SPOT], "10000", venue=V, costs=Costs(fees=FeeModel()))
+    v.on_event(spot_top(T0))
+    v.submit(Order("b-1", V, "BTCUSDT.SPOT", Side.BUY, 0.075))
+    assert v.fill_log[0].fee_usd == Decimal("3.7500075") and v.fill_fee_qty_base(0) == 0
+    assert v.account.position("BTCUSDT.SPOT").qty_base == Decimal("0.075")
+    assert v.account.cash_usd == Decimal("6246.2424925")

@@ -47,7 +47,11 @@ from perpdesk.domain import (  # noqa: E402
     TimeInForce,
     Trade,
 )
-from perpdesk.execution.paper import PAPER_STATE_VERSION, PaperVenue  # noqa: E402
+from perpdesk.execution.paper import (  # noqa: E402
+    PAPER_STATE_READS,
+    PAPER_STATE_VERSION,
+    PaperVenue,
+)
 from perpdesk.execution.protocol import OrderStatus, VenueError  # noqa: E402
 from perpdesk.live.runner import (  # noqa: E402
     CHECKPOINT_VERSION,
@@ -57,6 +61,7 @@ from perpdesk.live.runner import (  # noqa: E402
     capture_events,
     paper_instruments,
 )
+from perpdesk.sim.costs import Costs, FeeModel  # noqa: E402
 
 PAIRS = (PairSpec("BTCUSDT", "BTCUSDT.SPOT"),)
 SYMS = ["BTCUSDT", "BTCUSDT.SPOT"]
@@ -249,18 +254,25 @@ def rows(path: Path) -> list[tuple[int, str]]:
         con.close()
 
 
-def test_checkpointed_journal_restores_exactly_what_the_full_replay_gives(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fees", ["default", "binanceusdm"])
+def test_checkpointed_journal_restores_exactly_what_the_full_replay_gives(
+    tmp_path: Path, fees: str
+) -> None:
+    """``default``: every fee in USD (the backtest fee model); ``binanceusdm``:
+    ``FeeModel.for_venue`` (`run --paper` on live data), a spot buy's commission taken in BTC
+    — the checkpoints carry which fills had one."""
     events = recorded_events()
     n = len(events)
+    costs = {} if fees == "default" else {"costs": Costs(fees=FeeModel.for_venue(fees))}
 
     async def main() -> None:
         # the reference: one journal of inputs, replayed whole
-        ref = Driver(tmp_path / "ref.sqlite", checkpoint_every=0)
+        ref = Driver(tmp_path / "ref.sqlite", checkpoint_every=0, **costs)
         v = await ref.run(events)
         live = await snapshot(v)
         await v.close()
         assert len(rows(tmp_path / "ref.sqlite")) > 20_000  # no checkpoint was written
-        replayed = await reopened(tmp_path / "ref.sqlite")
+        replayed = await reopened(tmp_path / "ref.sqlite", **costs)
         assert replayed == live
 
         # the same inputs with automatic checkpoints (every 3,000 rows), explicit ones (two
@@ -275,14 +287,16 @@ def test_checkpointed_journal_restores_exactly_what_the_full_replay_gives(tmp_pa
             52_777: "reopen",
             n - 2_000: "ckpt",
         }
-        ck = Driver(tmp_path / "ck.sqlite", stops, checkpoint_every=3_000, close_checkpoint_min=1)
+        ck = Driver(
+            tmp_path / "ck.sqlite", stops, checkpoint_every=3_000, close_checkpoint_min=1, **costs
+        )
         v = await ck.run(events)
         # a venue that restarted from its checkpoints went on trading exactly the same
         assert await snapshot(v) == live
         await v.close()
         assert rows(tmp_path / "ck.sqlite")[0][1] == "checkpoint"
         assert len(rows(tmp_path / "ck.sqlite")) == 1  # close checkpointed the tail
-        assert await reopened(tmp_path / "ck.sqlite") == replayed
+        assert await reopened(tmp_path / "ck.sqlite", **costs) == replayed
 
         # the script exercised what a checkpoint must carry
         execs = replayed["executions"]
@@ -302,12 +316,23 @@ def test_checkpointed_journal_restores_exactly_what_the_full_replay_gives(tmp_pa
             if e.client_order_id in opened and e.ts_ns > at
         }
         assert len(later) >= 2
-        # positions = Σ signed fill quantities, summed here
+        # the spot buys (resting bids: makers, Binance spot maker 0.1 %) paid in BTC with the
+        # Binance fees, 0.1 % of each fill's quantity (0.01 × 0.001 = 0.00001 BTC for a whole
+        # order), worth that × the fill price; nothing else did
+        spot_buys = [e for e in execs if e.symbol == "BTCUSDT.SPOT" and e.side is Side.BUY]
+        assert spot_buys
+        for e in execs:
+            if fees == "default" or e not in spot_buys:
+                assert e.fee_qty_base == 0
+            else:
+                assert e.fee_qty_base == e.qty_base * Decimal("0.001")
+                assert e.fee_usd == e.fee_qty_base * e.price
+        # positions = Σ (signed fill quantity − commission in the coin), summed here
         qty: dict[str, Decimal] = {}
         for e in execs:
             qty[e.symbol] = qty.get(e.symbol, Decimal(0)) + (
                 e.qty_base if e.side is Side.BUY else -e.qty_base
-            )
+            ) - e.fee_qty_base
         assert {p.symbol: p.qty_base for p in replayed["positions"]} == {
             s: q for s, q in qty.items() if q != 0
         }
@@ -484,9 +509,10 @@ def test_an_unknown_checkpoint_version_is_one_line_naming_the_journal(tmp_path: 
         f"this code reads version {CHECKPOINT_VERSION}"
     )
     msg = open_with({**good, "paper": {**good["paper"], "version": 999}})
+    assert PAPER_STATE_READS == (1, 2) and PAPER_STATE_VERSION == 2
     assert msg == (
         f"paper journal {path}: checkpoint row {seq}: paper state: unknown format version 999 "
-        f"(this code reads version {PAPER_STATE_VERSION})"
+        "(this code reads versions 1, 2; writes 2)"
     )
     assert "\n" not in msg
     con.close()
@@ -508,6 +534,41 @@ def test_paper_state_refuses_what_it_cannot_carry() -> None:
     v.account._new_field = 1  # type: ignore[attr-defined]
     with pytest.raises(VenueError, match=r"Account fields changed \(new \['_new_field'\]"):
         v.state()
+
+
+def test_paper_state_carries_the_commissions_taken_in_the_coin_and_reads_version_1() -> None:
+    """A spot buy of 0.01 at the ask 25,000.01 with the Binance fees (spot taker 0.1 %, in
+    BTC): 0.01 × 0.001 = 0.00001 BTC, worth 0.00001 × 25,000.01 = 0.2500001 USD; held
+    0.00999. Its state restores with that commission; a version-1 state (before
+    ``fee_base``: every fee was paid in USD) restores with none."""
+    inst = paper_instruments("paper", PAIRS)
+    costs = Costs(fees=FeeModel.for_venue("binanceusdm"))
+    v = PaperVenue(inst, CASH, costs=costs)
+    v.on_event(BookTop("paper", "BTCUSDT.SPOT", 1, 25000.0, 1.0, 25000.01, 1.0))
+    v.submit(Order("b", "paper", "BTCUSDT.SPOT", Side.BUY, 0.01))
+    (f,) = v.fill_log
+    assert (f.fee_usd, v.fill_fee_qty_base(0)) == (Decimal("0.2500001"), Decimal("0.00001"))
+    assert v.account.position("BTCUSDT.SPOT").qty_base == Decimal("0.00999")
+    st = json.loads(json.dumps(v.state()))
+    assert st["version"] == 2
+    assert [(i, Decimal(b)) for i, b in st["fee_base"]] == [(0, Decimal("0.00001"))]
+    w = PaperVenue(inst, CASH, costs=costs)
+    w.restore(st)
+    assert w.state() == st and w.fill_fee_qty_base(0) == Decimal("0.00001")
+    assert w.account.position("BTCUSDT.SPOT").qty_base == Decimal("0.00999")
+    # version 1: the same layout without fee_base
+    old = PaperVenue(inst, CASH)
+    old.on_event(BookTop("paper", "BTCUSDT.SPOT", 1, 25000.0, 1.0, 25000.01, 1.0))
+    old.submit(Order("b", "paper", "BTCUSDT.SPOT", Side.BUY, 0.01))
+    v1 = {k: x for k, x in old.state().items() if k != "fee_base"} | {"version": 1}
+    w1 = PaperVenue(inst, CASH, costs=costs)
+    w1.restore(v1)
+    assert w1.fill_fee_qty_base(0) == 0
+    assert w1.account.position("BTCUSDT.SPOT").qty_base == Decimal("0.01")
+    assert w1.state() == {**v1, "version": 2, "fee_base": []}
+    bad = {**st, "fee_base": [[1, "0.00001"]]}
+    with pytest.raises(VenueError, match=r"^paper state: fee_base names a fill that is not"):
+        PaperVenue(inst, CASH, costs=costs).restore(bad)
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["child"]:

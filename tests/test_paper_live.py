@@ -11,7 +11,9 @@ the next settlement on a 2 s grid.
 Sizing by hand (default config: bankroll 100,000 USD, carry 50 %, 10 slots, perp leverage 3):
 a slot is C = 5,000 USD, each leg X = C·3/4 = 3,750 USD = 0.075 BTC at 50,000 (well inside
 the caps). Paper fills take the live book top: the short perp sells at the bid 49,999.9, the
-spot buy pays the ask 50,000.01; fees Binance VIP0 taker 0.05 % perp, 0.10 % spot.
+spot buy pays the ask 50,000.01; fees Binance VIP0 taker 0.05 % perp, 0.10 % spot
+(``FeeModel.for_venue("binanceusdm")``), a spot buy's commission taken in BTC as Binance
+does without BNB: buying 0.075 holds 0.075 − 0.075 × 0.001 = 0.074925 BTC.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ import pytest
 
 from perpdesk.live.paper_feed import LiveMarketData
 from perpdesk.live.runner import DurablePaperVenue
+from perpdesk.sim.costs import Costs, FeeModel
 from perpdesk.store import Ledger, init_db
 from tests.fake_exchange import FakeBinanceUSDM, recorded
 
@@ -160,7 +163,9 @@ def venue_record(d: Path, fake: FakeBinanceUSDM, run_id: str) -> DurablePaperVen
             inst = md.instruments("paper")
         finally:
             await md.close()
-        v = DurablePaperVenue(d / "data" / f"paper-{run_id}.sqlite", inst, "100000")
+        # with the fees the runner's venue had (`run --paper` on live data: for_venue)
+        costs = Costs(fees=FeeModel.for_venue("binanceusdm"))
+        v = DurablePaperVenue(d / "data" / f"paper-{run_id}.sqlite", inst, "100000", costs=costs)
         await v.open()
         return v
 
@@ -195,15 +200,19 @@ def test_run_paper_on_live_data_trades_the_live_book(tmp_path: Path, fake) -> No
 
     fills = query(
         tmp_path,
-        "SELECT client_order_id, symbol, side, qty_base, price, fee_usd FROM fills ORDER BY id",
+        "SELECT client_order_id, symbol, side, qty_base, price, fee_usd, fee_qty_base"
+        " FROM fills ORDER BY id",
     )
     k = fills[0][0].split("-")[1]  # the cycle that entered (the first with a warm VPIN)
-    assert [(c, s, side, D(q), D(px), D(fee)) for c, s, side, q, px, fee in fills[:2]] == [
+    assert [(c, s, side, D(q), D(px), D(f), D(b)) for c, s, side, q, px, f, b in fills[:2]] == [
         # 0.075 × 49,999.9 = 3,749.9925 USD; fee × 0.0005 = 1.87499625
-        (f"e2e-{k}-P-BTCUSDT", "BTCUSDT", "sell", D("0.075"), D("49999.9"), D("1.87499625")),
-        # 0.075 × 50,000.01 = 3,750.00075 USD; fee × 0.001 = 3.75000075
-        (f"e2e-{k}-S-BTCUSDT", "BTCUSDT.SPOT", "buy", D("0.075"), D("50000.01"), D("3.75000075")),
-    ]
+        (f"e2e-{k}-P-BTCUSDT", "BTCUSDT", "sell", D("0.075"), D("49999.9"), D("1.87499625"), 0),
+        # the commission in BTC: 0.075 × 0.001 = 0.000075, worth × 50,000.01 = 3.75000075 USD
+        (
+            f"e2e-{k}-S-BTCUSDT", "BTCUSDT.SPOT", "buy", D("0.075"), D("50000.01"),
+            D("3.75000075"), D("0.000075"),
+        ),
+    ]  # fmt: skip
     # funding on the short 0.075 at mark 50,000 and rate 0.0003: +0.075 × 50,000 × 0.0003
     paid = {D(a) for (a,) in query(tmp_path, "SELECT amount_usd FROM funding_payments")}
     assert paid - {D(0)} == {D("1.125")}
@@ -217,7 +226,7 @@ def test_run_paper_on_live_data_trades_the_live_book(tmp_path: Path, fake) -> No
         assert led.audit().ok
         assert {p.symbol: p.qty_base for p in led.status().positions if p.qty_base} == {
             "BTCUSDT": D("-0.075"),
-            "BTCUSDT.SPOT": D("0.075"),
+            "BTCUSDT.SPOT": D("0.074925"),  # 0.075 − the 0.000075 BTC commission
         }
     snap = json.loads((tmp_path / "data" / "state.json").read_text())
     assert snap["mode"] == "paper"
@@ -230,6 +239,8 @@ def test_run_paper_on_live_data_trades_the_live_book(tmp_path: Path, fake) -> No
     v = venue_record(tmp_path, fake, "e2e")
     try:
         assert [f.client_order_id for f in v.inner.fill_log][:2] == [c for c, *_ in fills[:2]]
+        # the paper venue holds what the ledger holds
+        assert v.inner.account.position("BTCUSDT.SPOT").qty_base == D("0.074925")
         assert len(v.recent_trades(["BTCUSDT", "BTCUSDT.SPOT"])) > 20
     finally:
         asyncio.run(v.close())
@@ -286,18 +297,32 @@ def test_killed_and_restarted_paper_run_on_live_data_keeps_every_fill_once(
     assert kinds["safeguard_reject"] == 0
     ledger_fills = query(
         tmp_path,
-        "SELECT trade_id, client_order_id, side, qty_base, price, fee_usd, symbol FROM fills",
+        "SELECT trade_id, client_order_id, side, qty_base, price, fee_usd, symbol, fee_qty_base"
+        " FROM fills",
     )
     assert len(ledger_fills) >= 4, "pairs were opened and closed"
+    # every fill a taker (Binance VIP0): a spot buy pays 0.1 % of the coin bought, worth that
+    # many BTC at its price; every other fill pays in USDT (perp 0.05 %, spot sale 0.1 %),
+    # rounded half-up to 1e-8 USD
+    for _tid, _cid, side, q, px, fee, sym, b in ledger_fills:
+        spot = sym == "BTCUSDT.SPOT"
+        if spot and side == "buy":
+            assert D(b) == D(q) * D("0.001") and D(fee) == D(b) * D(px)
+        else:
+            rate = D("0.001") if spot else D("0.0005")
+            half_up = (D(q) * D(px) * rate).quantize(D("1e-8"), rounding=ROUND_HALF_UP)
+            assert D(b) == 0 and D(fee) == half_up
     v = venue_record(tmp_path, fake, "rk")
     try:
         execs = asyncio.run(v.executions_since(0))
         # no fill lost, none doubled: the venue's trade ids, once each, same numbers
         assert len({r[0] for r in ledger_fills}) == len(ledger_fills)
-        assert {r[0]: (r[1], r[2], D(r[3]), D(r[4]), D(r[5])) for r in ledger_fills} == {
-            e.trade_id: (e.client_order_id, e.side.value, e.qty_base, e.price, e.fee_usd)
+        assert {r[0]: (r[1], r[2], D(r[3]), D(r[4]), D(r[5]), D(r[7])) for r in ledger_fills} == {
+            e.trade_id: (
+                e.client_order_id, e.side.value, e.qty_base, e.price, e.fee_usd, e.fee_qty_base
+            )
             for e in execs
-        }
+        }  # fmt: skip
         # no order sent twice
         con = sqlite3.connect(tmp_path / "data" / "paper-rk.sqlite")
         placed = [
@@ -306,23 +331,26 @@ def test_killed_and_restarted_paper_run_on_live_data_keeps_every_fill_once(
         ]
         con.close()
         assert len(placed) == len(set(placed))
-        # positions: Σ signed fills (computed here) = venue, and hedged
+        # positions: Σ (signed fill − commission in the coin) (computed here) = venue, and
+        # hedged to within a perp lot (the spot leg is net of its buys' commissions; an exit
+        # sells it rounded down to the 0.00001 spot lot)
         qty: dict[str, D] = {}
-        for _tid, _cid, side, q, _p, _f, sym in ledger_fills:
-            qty[sym] = qty.get(sym, D(0)) + (D(q) if side == "buy" else -D(q))
+        for _tid, _cid, side, q, _p, _f, sym, b in ledger_fills:
+            qty[sym] = qty.get(sym, D(0)) + (D(q) if side == "buy" else -D(q)) - D(b)
         venue_pos = {x.symbol: x.qty_base for x in asyncio.run(v.positions())}
         for sym in ("BTCUSDT", "BTCUSDT.SPOT"):
             assert qty.get(sym, D(0)) == venue_pos.get(sym, D(0)), sym
-        assert qty.get("BTCUSDT", D(0)) == -qty.get("BTCUSDT.SPOT", D(0))
+        assert abs(qty.get("BTCUSDT", D(0)) + qty.get("BTCUSDT.SPOT", D(0))) < D("0.001")
         # funding: every settlement the venue booked is in the ledger once
         fund = query(tmp_path, "SELECT ts_ns, amount_usd FROM funding_payments")
         assert sorted((t, D(a)) for t, a in fund) == sorted(
             (f.ts_ns, f.amount_usd) for f in v.inner.funding
         )
-        # equity: bankroll + Σ fills (−signed q × p − fee) + Σ funding + Σ qty × mark
+        # equity: bankroll + Σ fills (−signed q × p − fee + coin commission × p) + Σ funding
+        # + Σ qty × mark
         cash = D(100_000) + sum((D(a) for _t, a in fund), D(0))
-        for _tid, _cid, side, q, px, fee, _s in ledger_fills:
-            cash += -(D(q) if side == "buy" else -D(q)) * D(px) - D(fee)
+        for _tid, _cid, side, q, px, fee, _s, b in ledger_fills:
+            cash += -(D(q) if side == "buy" else -D(q)) * D(px) - D(fee) + D(b) * D(px)
         marks = dict(query(tmp_path, "SELECT symbol, mark_price FROM positions"))
         cash += sum((qty.get(s, D(0)) * D(m) for s, m in marks.items() if m is not None), D(0))
         with Ledger(f"sqlite:///{tmp_path / 'data' / 'ledger.sqlite'}") as led:

@@ -11,7 +11,13 @@
   through its price, or at it with the aggressor on the other side — no fill without a
   counterparty at the price; a market order takes the book top's size at the best price and
   slips the remainder). Executions are put on the lot grid and the tick grid exactly as the
-  backtest engine does, with fees from :class:`~perpdesk.sim.costs.FeeModel`.
+  backtest engine does, with fees from :class:`~perpdesk.sim.costs.FeeModel`. With
+  ``spot_buy_fee_in_base`` (``FeeModel.for_venue``: Binance, Bybit, OKX) a spot buy of q at p
+  with rate r pays its commission in the coin, as the exchange does: the holding grows by
+  ``q − q·r`` (exact Decimal, :meth:`~perpdesk.sim.costs.FeeModel.base_fee_qty`), cash moves
+  by ``−q·p``, and the fill's ``fee_usd`` is ``q·r·p`` (unrounded, so the ledger's
+  ``−q·p − fee_usd + fee_qty_base·p`` is the venue's cash exactly);
+  :meth:`PaperVenue.fill_fee_qty_base` gives the ``q·r`` of each fill.
 - **Balances** in a local :class:`~perpdesk.sim.account.Account` (Decimal): fills, marks
   (liquidations included) and funding. Funding settles either from an explicit
   :class:`FundingSettlement` event or, on a live mark stream, when the first event at or after
@@ -75,13 +81,24 @@ from perpdesk.sim.engine import _to_lot, _to_tick, check_arrival, check_order, r
 from perpdesk.sim.fills import Execution, FillModel, Quote, TickFillModel, WorkingOrder
 from perpdesk.strategies.base import OrderMethods, Strategy
 
-__all__ = ["PAPER_STATE_VERSION", "PaperContext", "PaperVenue", "merge_streams"]
+__all__ = [
+    "PAPER_STATE_READS",
+    "PAPER_STATE_VERSION",
+    "PaperContext",
+    "PaperVenue",
+    "merge_streams",
+]
 
-PAPER_STATE_VERSION = 1
-"""Layout version of :meth:`PaperVenue.state`; :meth:`PaperVenue.restore` refuses any other.
-Bump it whenever a field is added, removed or changes meaning (the layout check of
-:func:`_check_layout` fails the tests when the venue, account or fill-model classes gain a
-field this version does not cover)."""
+PAPER_STATE_VERSION = 2
+"""Layout version of :meth:`PaperVenue.state`; :meth:`PaperVenue.restore` refuses any other
+but the ones in :data:`PAPER_STATE_READS`. Bump it whenever a field is added, removed or
+changes meaning (the layout check of :func:`_check_layout` fails the tests when the venue,
+account or fill-model classes gain a field this version does not cover). Version 2 added
+``fee_base`` (the base-asset commission of each fill, :meth:`PaperVenue.fill_fee_qty_base`)."""
+
+PAPER_STATE_READS = (1, 2)
+"""State versions :meth:`PaperVenue.restore` loads: a version-1 state has no ``fee_base`` —
+its fills were all charged in USD (base-asset fees did not exist then), so none is right."""
 
 MarketEvent = Trade | BookTop | MarkPrice | FundingSettlement | Liquidation
 _Q8 = Decimal("1e-8")
@@ -123,7 +140,7 @@ _VENUE_ATTRS = frozenset(
     {
         "_venue", "_instruments", "account", "costs", "fill_model", "now_ns", "_quotes",
         "_orders", "_books", "_seq", "_funding_clock", "funding", "fill_log", "_fills_q",
-        "_subs", "_timers", "strategy", "ctx", "_started",
+        "_subs", "_timers", "strategy", "ctx", "_started", "_fee_base",
     }
 )  # fmt: skip
 _ACCOUNT_ATTRS = frozenset(
@@ -318,6 +335,8 @@ class PaperVenue:
         self._funding_clock: dict[str, _FundingClock] = {}
         self.funding: list[FundingPayment] = []
         self.fill_log: list[Fill] = []
+        # base-asset commission (base units) of fill_log[i], for the fills that had one
+        self._fee_base: dict[int, Decimal] = {}
         self._fills_q: asyncio.Queue[Fill] | None = None
         self._subs: dict[str, _Subscribers] = {
             k: _Subscribers() for k in ("trade", "book", "mark", "liq")
@@ -390,6 +409,11 @@ class PaperVenue:
         """Funding booked at or after ``since_ns``."""
         return [f for f in self.funding if f.ts_ns >= since_ns]
 
+    def fill_fee_qty_base(self, index: int) -> Decimal:
+        """The commission taken in the base asset by ``fill_log[index]`` (base units; 0 when
+        it was paid in USD): the holding moved by ``±qty_base − this`` (module docstring)."""
+        return self._fee_base.get(index, Decimal(0))
+
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -440,6 +464,7 @@ class PaperVenue:
             ],
             "funding": [[p.symbol, p.ts_ns, _d(p.amount_usd), _fo(p.rate)] for p in self.funding],
             "fill_log": [_enc_fill(f) for f in self.fill_log],
+            "fee_base": [[i, _d(b)] for i, b in sorted(self._fee_base.items())],
             "timers": [list(t) for t in self._timers],
             "account": _account_state(self.account),
         }
@@ -450,10 +475,11 @@ class PaperVenue:
         margin mode; symbols the state does not know start empty. Raises a one-line
         :class:`VenueError` on an unknown layout version or a mismatch."""
         version = state.get("version")
-        if version != PAPER_STATE_VERSION:
+        if version not in PAPER_STATE_READS:
+            reads = ", ".join(map(str, PAPER_STATE_READS))
             raise VenueError(
-                f"paper state: unknown format version {version!r} "
-                f"(this code reads version {PAPER_STATE_VERSION})"
+                f"paper state: unknown format version {version!r} (this code reads versions "
+                f"{reads}; writes {PAPER_STATE_VERSION})"
             )
         if self.strategy is not None:
             raise VenueError("paper state: cannot restore into a venue with a strategy attached")
@@ -509,6 +535,9 @@ class PaperVenue:
             FundingPayment(s, int(t), Decimal(a), _uf(r)) for s, t, a, r in state["funding"]
         ]
         self.fill_log = [_dec_fill(r) for r in state["fill_log"]]
+        self._fee_base = {int(i): Decimal(b) for i, b in state.get("fee_base", ())}
+        if any(not 0 <= i < len(self.fill_log) for i in self._fee_base):
+            raise VenueError("paper state: fee_base names a fill that is not in fill_log")
         # saved in heap order (the list is the heap): not re-heapified, so ties keep their place
         self._timers = [(int(t), int(q), str(n), int(e)) for t, q, n, e in state["timers"]]
 
@@ -647,7 +676,12 @@ class PaperVenue:
             return None
         exact = ex.liquidity is Liquidity.MAKER or ex.price == ex.ref_price
         price = _to_tick(ex.price, inst.tick_size, o.side, exact)
-        fee = self.costs.fees.fee_usd(o.symbol, inst.kind, qty_dec * price, ex.liquidity)
+        fees = self.costs.fees
+        fee_base = fees.base_fee_qty(o.symbol, inst.kind, o.side, qty_dec, ex.liquidity)
+        if fee_base:  # paid with the coin bought: its value at the fill price, unrounded
+            fee = fee_base * price
+        else:
+            fee = fees.fee_usd(o.symbol, inst.kind, qty_dec * price, ex.liquidity)
         ref = Decimal(repr(ex.ref_price))
         slip = (o.side.sign * (price - ref) * qty_dec).quantize(_Q8) + 0
         fill = Fill(
@@ -665,7 +699,9 @@ class PaperVenue:
             o.strategy_id,
             o.label,
         )
-        self.account.apply_fill(fill)
+        self.account.apply_fill(fill, fee_base)
+        if fee_base:
+            self._fee_base[len(self.fill_log)] = fee_base
         self.fill_log.append(fill)
         po.filled += qty_dec
         po.notional += qty_dec * price

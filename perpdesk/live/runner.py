@@ -23,7 +23,8 @@ schedule. One cycle:
    that calls ``venue.place`` — and is written to the ledger (status ``new``: the intent)
    **before** it is sent;
 4. **record** fills, an equity snapshot and the atomic JSON state snapshot. A spot fill whose
-   commission the venue took in the base asset (Bybit, OKX, Binance without BNB) is booked
+   commission the venue took in the base asset (Bybit, OKX, Binance without BNB; the paper
+   venue too with their fees, ``FeeModel.for_venue``) is booked
    with it (``fee_qty_base``): the ledger's spot position is the net quantity the exchange
    holds, and an exit sells that (rounded down to the spot lot).
 
@@ -693,11 +694,13 @@ class DurablePaperVenue:
         return await self.inner.funding_payments(since_ns)
 
     async def executions_since(self, since_ns: int) -> list[VenueExecution]:
-        """Own executions at or after ``since_ns`` with their stable trade ids."""
+        """Own executions at or after ``since_ns`` with their stable trade ids and the part of
+        each commission taken in the base asset (``fee_qty_base``, a spot buy when the fee
+        model says so: the ledger then holds what the paper account holds)."""
         self.flush()
         self._index_fills()
         out = []
-        for tid, f in zip(self._trade_ids, self.inner.fill_log, strict=True):
+        for i, (tid, f) in enumerate(zip(self._trade_ids, self.inner.fill_log, strict=True)):
             if f.ts_ns >= since_ns:
                 out.append(
                     VenueExecution(
@@ -712,6 +715,7 @@ class DurablePaperVenue:
                         f.ts_ns,
                         f.client_order_id,
                         f.position_side,
+                        self.inner.fill_fee_qty_base(i),
                     )
                 )
         return out

@@ -9,7 +9,9 @@ Conventions (Binance USD-M unless said otherwise):
 - ``cash_usd`` is the wallet balance in USD: initial cash + realised perp PnL − fees ±
   funding − spot purchases + spot sales. One cash pool serves the spot and the futures
   wallet; spot holdings are **not** futures collateral (on the exchange they sit in the
-  spot wallet), so the margin balance is ``cash + unrealised perp PnL``.
+  spot wallet), so the margin balance is ``cash + unrealised perp PnL``. A spot buy whose
+  commission the exchange took in the coin bought (``fee_qty_base`` of
+  :meth:`Account.apply_fill`) holds ``qty − fee_qty_base`` and costs cash ``qty × price``.
 - Perp positions keep the average entry price (Binance ``entryPrice``); realised PnL of a
   reduction is ``closed qty × (exit − average entry)`` (signed for shorts). The cost basis
   released by a partial close is rounded to 1e-10 USD and the rest stays in the position, so
@@ -350,15 +352,33 @@ class Account:
 
     # ------------------------------------------------------------------ booking
 
-    def apply_fill(self, fill: Fill) -> None:
+    def apply_fill(self, fill: Fill, fee_qty_base: Decimal = ZERO) -> None:
         """Book a fill: perp — update the book (one-way nets and may flip through zero;
         a hedge-mode book may only grow with its own side and shrink with the other, never
         flip), realised PnL and the fee into cash; spot — cash −/+ notional and − fee,
         holdings never negative. Raises :class:`AccountError` (nothing booked) on an unknown
-        symbol, a wrong position side, a non-positive size or price, or an oversell."""
+        symbol, a wrong position side, a non-positive size or price, or an oversell.
+
+        ``fee_qty_base`` (b, base units; 0: none; else a spot BUY with ``0 < b < qty``): the part of the
+        commission the exchange took out of the coin bought (``fill.fee_usd`` = its value
+        ``b × price``). The holding then grows by ``qty − b`` (one lot of ``qty − b`` at the
+        fill price) and cash moves by ``−qty × price − fee_usd + b × price`` (= ``−qty ×
+        price``: the coins paid the fee, not the cash), the fee still counts in the fees —
+        the ledger's booking (:mod:`perpdesk.store.ledger`)."""
         book = self._books.get((fill.symbol, fill.position_side))
         if book is None:
             book = self._book(fill.symbol, fill.position_side)  # raises the one-line error
+        if fee_qty_base:
+            if not book.is_spot or fill.side is not Side.BUY:
+                raise AccountError(
+                    f"{fill.symbol}: fill {fill.client_order_id}: a fee in the base asset is "
+                    "booked on spot buys only"
+                )
+            if not (isinstance(fee_qty_base, Decimal) and ZERO < fee_qty_base < fill.qty_base):
+                raise AccountError(
+                    f"{fill.symbol}: fill {fill.client_order_id}: fee_qty_base {fee_qty_base!r} "
+                    f"not in (0, {fill.qty_base})"
+                )
         qty = fill.qty_base
         price = fill.price
         if not (
@@ -396,7 +416,8 @@ class Account:
                 break
         self._avail_c = None
         self._touch(fill.symbol)
-        realised, opened, closed, q_before = self._trade(book, d, price, fill)
+        d_held = d - fee_qty_base if fee_qty_base else d  # what the book's holding moves by
+        realised, opened, closed, q_before = self._trade(book, d_held, price, fill)
         if (q_before == ZERO) != (book.qty == ZERO):
             if book.is_spot:
                 self._open_spot = [b for b in self._spot_books if b.qty != ZERO]
@@ -405,6 +426,8 @@ class Account:
         fee = fill.fee_usd
         if book.is_spot:
             self._cash += -d * price - fee
+            if fee_qty_base:  # the coins paid it: their value comes back (= −qty × price)
+                self._cash += fee_qty_base * price
         else:
             self._cash += realised - fee
             if self._margin_mode == "isolated":

@@ -6,7 +6,9 @@ hftbacktest does), so a run swaps one without touching the engine:
 - :class:`FeeModel` — maker/taker rates per instrument kind (and per-symbol overrides).
   Fee = fill notional × rate (Binance: "Trading Fee = Position Value × Trading Fee Rate",
   https://www.binance.com/en/support/faq/360033544231), rounded half-up to 1e-8 USD (the
-  USDT wallet precision). A negative rate is a rebate (the fee is then negative).
+  USDT wallet precision). A negative rate is a rebate (the fee is then negative). With
+  ``spot_buy_fee_in_base`` a spot buy's commission is taken in the bought coin instead
+  (:meth:`FeeModel.base_fee_qty`), as Binance (without BNB), Bybit and OKX do.
 - :class:`FixedBpsSlippage` / :class:`BookDepthSlippage` — the price a taker pays away from
   its reference price.
 - :class:`ConstantLatency` — nanoseconds between a decision and its arrival at the venue.
@@ -89,11 +91,17 @@ https://www.okx.com/fees (Lv1)."""
 @dataclass(frozen=True, slots=True)
 class FeeModel:
     """Fee rates by instrument kind, with per-symbol overrides (engine symbol names, so a
-    spot leg is ``BTCUSDT.SPOT``). Defaults: Binance USD-M VIP0 for perps, spot VIP0."""
+    spot leg is ``BTCUSDT.SPOT``). Defaults: Binance USD-M VIP0 for perps, spot VIP0.
+
+    ``spot_buy_fee_in_base``: a spot BUY's commission is taken in the base asset (the coin
+    bought), as the exchanges of :meth:`for_venue` do — buying 0.075 BTC at 0.1 % leaves
+    0.074925 BTC (:meth:`base_fee_qty`). A spot SELL's commission stays in the quote (USDT),
+    perps always pay in USDT. Default False: every fee in USD (backtests unchanged)."""
 
     perp: FeeSchedule = field(default_factory=lambda: BINANCE_USDM_TIERS["VIP0"])
     spot: FeeSchedule = BINANCE_SPOT_VIP0
     overrides: dict[str, FeeSchedule] = field(default_factory=dict)
+    spot_buy_fee_in_base: bool = False
 
     @classmethod
     def binance(cls, usdm_tier: str = "VIP0") -> FeeModel:
@@ -106,22 +114,33 @@ class FeeModel:
     def for_venue(cls, venue_id: str) -> FeeModel:
         """The regular-user schedule of a ccxt venue id: ``binanceusdm`` / ``binance``
         (:meth:`binance` VIP0), ``bybit`` (:data:`BYBIT_NON_VIP`), ``okx``
-        (:data:`OKX_REGULAR_LV1`). Raises ``ValueError`` for another id."""
+        (:data:`OKX_REGULAR_LV1`). Raises ``ValueError`` for another id.
+
+        All three take a spot buy's commission in the coin bought (``spot_buy_fee_in_base``),
+        a sell's in the USDT received. Sources: Binance spot fee schedule
+        (https://www.binance.com/en/fee/schedule: the commission is deducted from the asset
+        received unless the account pays fees with BNB — that discount is not modelled);
+        Bybit trading fee structure
+        (https://www.bybit.com/en/help-center/article/Trading-Fee-Structure: spot fees are
+        charged in the coin received); OKX fee rules (https://www.okx.com/fees; a buy's
+        ``fillFeeCcy`` in ``GET /api/v5/trade/fills`` is the base coin). The live path books
+        the same (:meth:`perpdesk.execution.ccxt_live.LiveVenue._execution`: a fee in the base
+        asset becomes ``fee_qty_base``, valued at the fill price in ``fee_usd``)."""
         if venue_id in ("binanceusdm", "binance"):
-            return cls.binance()
+            return cls(perp=BINANCE_USDM_TIERS["VIP0"], spot_buy_fee_in_base=True)
         if venue_id == "bybit":
-            return cls(perp=BYBIT_NON_VIP[0], spot=BYBIT_NON_VIP[1])
+            return cls(perp=BYBIT_NON_VIP[0], spot=BYBIT_NON_VIP[1], spot_buy_fee_in_base=True)
         if venue_id == "okx":
-            return cls(perp=OKX_REGULAR_LV1[0], spot=OKX_REGULAR_LV1[1])
+            return cls(perp=OKX_REGULAR_LV1[0], spot=OKX_REGULAR_LV1[1], spot_buy_fee_in_base=True)
         raise ValueError(f"no fee schedule for venue {venue_id!r} (binanceusdm, bybit, okx)")
 
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], where: str = "fees") -> FeeModel:
         """A fee model from config, e.g. ``{"usdm_tier": "VIP1"}`` or
         ``{"perp": {"maker_rate": "0.0002", "taker_rate": "0.0005"}, "spot": {...},
-        "overrides": {"BTCUSDT": {...}}}`` (rates as fractions; strings keep them exact).
-        Raises :class:`ConfigError` naming the key on a bad value."""
-        known = {"usdm_tier", "perp", "spot", "overrides"}
+        "overrides": {"BTCUSDT": {...}}, "spot_buy_fee_in_base": true}`` (rates as fractions;
+        strings keep them exact). Raises :class:`ConfigError` naming the key on a bad value."""
+        known = {"usdm_tier", "perp", "spot", "overrides", "spot_buy_fee_in_base"}
         bad = sorted(set(cfg) - known)
         if bad:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)} (known: {sorted(known)})")
@@ -142,7 +161,10 @@ class FeeModel:
         over = {
             str(sym): sched(v, f"overrides.{sym}") for sym, v in cfg.get("overrides", {}).items()
         }
-        return cls(perp=perp, spot=spot, overrides=over)
+        in_base = cfg.get("spot_buy_fee_in_base", False)
+        if not isinstance(in_base, bool):
+            raise ConfigError(f"{where}.spot_buy_fee_in_base: {in_base!r} is not true or false")
+        return cls(perp=perp, spot=spot, overrides=over, spot_buy_fee_in_base=in_base)
 
     @classmethod
     def zero(cls) -> FeeModel:
@@ -163,6 +185,24 @@ class FeeModel:
         """``notional × rate`` rounded half-up to 1e-8 USD; negative for a maker rebate."""
         rate = self.schedule(symbol, kind).rate(liquidity)
         return (notional_usd * rate).quantize(FEE_QUANTUM_USD, rounding=ROUND_HALF_UP)
+
+    def base_fee_qty(
+        self, symbol: str, kind: InstrumentKind, side: Side, qty_base: Decimal, liquidity: Liquidity
+    ) -> Decimal:
+        """The commission taken in the base asset, in base units: ``qty × rate`` for a spot
+        BUY when ``spot_buy_fee_in_base``, else 0 (the fee is then :meth:`fee_usd`).
+
+        Exact (Decimal, not rounded): the exchanges round the coin commission to the
+        asset's precision (BTC 1e-8), but with a lot of 1e-5 BTC (Binance) or 1e-6 (Bybit)
+        and rates of 0.08–0.10 % the product has at most 9–10 decimals, so the difference
+        is below 1e-8 BTC a fill; keeping it exact makes the USD value ``b × price`` (the
+        fill's ``fee_usd``) book with no rounding remainder in the ledger. A zero or
+        negative rate (a maker rebate, in no schedule :meth:`for_venue` gives) gives 0: it
+        stays in USD."""
+        if not self.spot_buy_fee_in_base or kind is not InstrumentKind.SPOT or side is not Side.BUY:
+            return Decimal(0)
+        rate = self.schedule(symbol, kind).rate(liquidity)
+        return qty_base * rate if rate > 0 else Decimal(0)
 
 
 class SlippageModel(Protocol):
