@@ -955,7 +955,35 @@ def bybit_rate_limited(reset_at_ms: int) -> Fault:
     return Fault("status", 200, body, headers)
 
 
-class _BybitPrivate:
+class _AccountControls:
+    """Test controls shared by the Bybit and OKX private fakes, on their :class:`Matching`
+    engine under the server lock."""
+
+    engine: Matching
+    _lock: threading.Lock
+
+    def deposit(self, coin: str, amount: str) -> None:
+        """Credit ``amount`` of ``coin`` to the (unified / trading) account."""
+        with self._lock:
+            if coin == "USDT":
+                self.engine.wallet += Decimal(amount)
+            else:
+                self.engine.coins[coin] = self.engine.coins.get(coin, Decimal(0)) + Decimal(amount)
+
+    def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
+        """Funding settlement on the positions of ``symbol`` (the venue's id: Bybit
+        ``BTCUSDT``, OKX ``BTC-USDT-SWAP``); the amounts booked (+ received)."""
+        with self._lock:
+            return self.engine.settle_funding(symbol, rate, mark, ts_ms)
+
+    def orders_with_client_id(self, cid: str) -> list[FakeOrder]:
+        """Orders with the venue client id ``cid`` (Bybit ``orderLinkId``, OKX ``clOrdId``;
+        0 or 1: ids are unique)."""
+        with self._lock:
+            return [copy.copy(o) for o in self.engine.orders.values() if o.cid == cid]
+
+
+class _BybitPrivate(_AccountControls):
     """Bybit v5 private REST (see :class:`FakeBybit`)."""
 
     routes: dict[str, Handler]
@@ -1130,24 +1158,6 @@ class _BybitPrivate:
             self.engine.trade(key, price, qty)
             self._ws_publish_trade(key, price, qty, side)
             self._ws_flush()
-
-    def deposit(self, coin: str, amount: str) -> None:
-        """Credit ``amount`` of ``coin`` to the unified account."""
-        with self._lock:
-            if coin == "USDT":
-                self.engine.wallet += Decimal(amount)
-            else:
-                self.engine.coins[coin] = self.engine.coins.get(coin, Decimal(0)) + Decimal(amount)
-
-    def settle_funding(self, symbol: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
-        """Funding settlement on ``symbol``'s positions; the amounts booked (+ received)."""
-        with self._lock:
-            return self.engine.settle_funding(symbol, rate, mark, ts_ms)
-
-    def orders_with_client_id(self, cid: str) -> list[FakeOrder]:
-        """Orders with ``orderLinkId`` = ``cid`` (0 or 1: ids are unique)."""
-        with self._lock:
-            return [copy.copy(o) for o in self.engine.orders.values() if o.cid == cid]
 
     def check_auth(
         self, request: web.Request, raw_query: str, body: str
@@ -1953,7 +1963,7 @@ def okx_rate_limited() -> Fault:
     )
 
 
-class _OKXPrivate:
+class _OKXPrivate(_AccountControls):
     """OKX v5 private REST (see :class:`FakeOKX`)."""
 
     instruments: dict[str, dict[str, Any]]
@@ -2154,24 +2164,6 @@ class _OKXPrivate:
             self.engine.trade(inst_id, price, contracts)
             self._ws_publish_trade(inst_id, price, contracts, side)
             self._ws_flush()
-
-    def deposit(self, coin: str, amount: str) -> None:
-        """Credit ``amount`` of ``coin`` to the trading account."""
-        with self._lock:
-            if coin == "USDT":
-                self.engine.wallet += Decimal(amount)
-            else:
-                self.engine.coins[coin] = self.engine.coins.get(coin, Decimal(0)) + Decimal(amount)
-
-    def settle_funding(self, inst_id: str, rate: str, mark: str, ts_ms: int) -> list[Decimal]:
-        """Funding settlement on ``inst_id``'s positions; the amounts booked (+ received)."""
-        with self._lock:
-            return self.engine.settle_funding(inst_id, rate, mark, ts_ms)
-
-    def orders_with_client_id(self, cid: str) -> list[FakeOrder]:
-        """Orders with ``clOrdId`` = ``cid``."""
-        with self._lock:
-            return [copy.copy(o) for o in self.engine.orders.values() if o.cid == cid]
 
     def check_auth(
         self, request: web.Request, raw_query: str, body: str

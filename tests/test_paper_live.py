@@ -32,7 +32,6 @@ from collections import Counter
 from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -41,6 +40,7 @@ from perpdesk.live.runner import DurablePaperVenue
 from perpdesk.sim.costs import Costs, FeeModel
 from perpdesk.store import Ledger, init_db
 from tests.fake_exchange import FakeBinanceUSDM, recorded
+from tests.paper_cli import query, spawn_cli, wait_for, write_config
 
 D = Decimal
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,63 +86,10 @@ def fake():
         yield f
 
 
-def write_config(d: Path, **runner: Any) -> Path:
-    keys = {
-        "symbols": ["BTCUSDT"],
-        "cycle_s": 0.3,
-        "cycle_timeout_s": 5.0,
-        "leg_fill_timeout_s": 1.0,
-        "unwind_timeout_s": 2.0,
-        "poll_s": 0.01,
-        "vpin_bucket_usd": 10_000.0,
-        "vpin_n_buckets": 3,
-        "paper_flush_s": 0.05,
-        **runner,
-    }
-    lines = ["[paths]", f"data_dir = {json.dumps(str(d / 'data'))}", "[runner]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
-    p = d / "perpdesk.toml"
-    p.write_text("\n".join(lines) + "\n")
-    return p
-
-
 def spawn(d: Path, fake: FakeBinanceUSDM, cfg: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPDESK_")}
-    env["PYTHONUNBUFFERED"] = "1"
     args = ["run", "--paper", "--config", str(cfg), "--api-url", fake.url, "--ws-url"]
     args += [fake.ws_url, "--spot-api-url", fake.url, "--spot-ws-url", fake.spot_ws_url]
-    return subprocess.Popen(
-        [sys.executable, "-m", "perpdesk.app.cli", *args],
-        cwd=d,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def query(d: Path, sql: str) -> list[tuple[Any, ...]]:
-    db = d / "data" / "ledger.sqlite"
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
-
-
-def wait_for(cond: Callable[[], bool], p: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if p.poll() is not None:
-            raise AssertionError(f"runner exited {p.returncode}: {p.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-        if time.monotonic() > end:
-            p.kill()
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
+    return spawn_cli(d, args)
 
 
 def venue_record(d: Path, fake: FakeBinanceUSDM, run_id: str) -> DurablePaperVenue:

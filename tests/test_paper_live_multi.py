@@ -27,16 +27,12 @@ short perp sells at the bid 49,999.9, the spot buy pays the ask 50,000.1.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -50,7 +46,9 @@ from perpdesk.risk.safeguards import Limits
 from perpdesk.sim.costs import Costs, FeeModel
 from perpdesk.store import Ledger, init_db
 from perpdesk.strategies.carry import CarryRules
+from tests import paper_cli
 from tests.fake_venues import FakeBybit, FakeOKX
+from tests.paper_cli import query, spawn_cli, wait_for
 
 D = Decimal
 RATE = "0.0003"  # × 3 × 365 = 32.85 % annualised (8 h interval): above the 20 % entry
@@ -108,63 +106,13 @@ class LiveMarket(threading.Thread):
 
 
 def write_config(d: Path, **runner: Any) -> Path:
-    keys = {
-        "symbols": ["BTCUSDT"],
-        "signals": "mark",
-        "cycle_s": 0.3,
-        "cycle_timeout_s": 5.0,
-        "leg_fill_timeout_s": 1.0,
-        "unwind_timeout_s": 2.0,
-        "poll_s": 0.01,
-        "vpin_bucket_usd": 10_000.0,
-        "vpin_n_buckets": 3,
-        "paper_flush_s": 0.05,
-        **runner,
-    }
-    lines = ["[paths]", f"data_dir = {json.dumps(str(d / 'data'))}", "[runner]"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in keys.items()]
-    p = d / "perpdesk.toml"
-    p.write_text("\n".join(lines) + "\n")
-    return p
+    return paper_cli.write_config(d, **{"signals": "mark", **runner})
 
 
 def spawn(d: Path, exchange: str, url: str, ws_url: str, cfg: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PERPDESK_")}  # no key
-    env["PYTHONUNBUFFERED"] = "1"
     args = ["run", "--paper", "--exchange", exchange, "--config", str(cfg)]
     args += ["--api-url", url, "--ws-url", ws_url, "--spot-api-url", url, "--spot-ws-url", ws_url]
-    return subprocess.Popen(
-        [sys.executable, "-m", "perpdesk.app.cli", *args],
-        cwd=d,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def query(d: Path, sql: str) -> list[tuple[Any, ...]]:
-    db = d / "data" / "ledger.sqlite"
-    if not db.exists():
-        return []
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-    finally:
-        con.close()
-
-
-def wait_for(cond: Callable[[], bool], p: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
-    end = time.monotonic() + timeout_s
-    while not cond():
-        if p.poll() is not None:
-            raise AssertionError(f"runner exited {p.returncode}: {p.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-        if time.monotonic() > end:
-            p.kill()
-            raise AssertionError("condition not reached")
-        time.sleep(0.05)
+    return spawn_cli(d, args)
 
 
 @pytest.mark.parametrize(
