@@ -398,3 +398,34 @@ def test_cli_data_compact_folds_the_collectors_parts(tmp_path: Path) -> None:
     assert c.read("test", "trades", "AAAUSDT").column("trade_id").to_pylist() == before
     r = CliRunner().invoke(app, ["data", "compact", "--catalog", str(tmp_path)])
     assert "0 partition(s) compacted" in " ".join(r.output.split())
+
+
+def test_parts_are_written_required_and_read_back_in_the_dataset_schema(tmp_path: Path) -> None:
+    """A daily file written by ``write`` (nullable columns) and parts written by ``append``
+    (columns without nulls as Parquet REQUIRED): reads and DuckDB queries see one table in
+    the dataset's schema; a column holding nulls stays OPTIONAL in its part."""
+    from perpdesk.data.catalog import dataset_spec
+    from perpdesk.data.query import query
+
+    c = Catalog(tmp_path)
+    c.write("test", "trades", "AAAUSDT", _tick_rows(range(1, 11)))
+    c.append("test", "trades", "AAAUSDT", _tick_rows(range(11, 16)))
+    late = _tick_rows(range(16, 19))
+    late = late.set_column(6, "ts_recv_ns", pa.array([None, 5, None], pa.int64()))
+    c.append("test", "trades", "AAAUSDT", late)
+    parts = sorted((tmp_path / "test" / "trades" / "AAAUSDT" / "2024-01-01.parts").iterdir())
+    assert len(parts) == 2
+    kinds = [
+        {f.name: f.max_definition_level for f in pq.ParquetFile(p).schema} for p in parts
+    ]
+    assert kinds[0] == {n: 0 for n in kinds[0]}  # 0 = REQUIRED
+    assert kinds[1]["ts_recv_ns"] == 1 and kinds[1]["price"] == 0
+    got = c.read("test", "trades", "AAAUSDT")
+    assert got.schema == dataset_spec("trades").schema
+    assert got.column("trade_id").to_pylist() == list(range(1, 19))
+    assert got.column("ts_recv_ns").to_pylist()[-3:] == [None, 5, None]
+    q = query(tmp_path, "test", "trades", ["AAAUSDT"], columns=["trade_id", "ts_recv_ns"])
+    assert q.column("trade_id").to_pylist() == list(range(1, 19))
+    assert q.column("ts_recv_ns").to_pylist()[-3:] == [None, 5, None]
+    c.compact("test", "trades", "AAAUSDT")
+    assert c.read("test", "trades", "AAAUSDT").equals(got)
