@@ -1,6 +1,6 @@
 """The collector's frame scanner: the 8-byte kernels (perpdesk.live.swar) against plain Python,
-and the production path (template pass, then the general scanner on the frames off the
-template, 8-byte loads) against the byte-by-byte general scanner on recorded frames and
+and the production path (the generated template kernel, then the general scanner on the frames
+off the template, 8-byte loads) against the byte-by-byte general scanner on recorded frames and
 on tens of thousands of mutated ones. The byte-by-byte scanner is the reference: it is the
 one ``test_collector.py`` checks against ``json.loads``."""
 
@@ -70,10 +70,9 @@ def _scan(kind: str, frames: list[bytes], symbols: list[str], production: bool) 
     _, o, d = pa.array(frames, pa.large_binary()).buffers()
     offs = np.frombuffer(o, np.int64)
     buf = np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8)
-    args = (plan.col, plan.scale, plan.suffix, table, sym_bytes, sym_lens)
     out = (ints, floats, codes, status)
     if production:
-        col._scan_template(buf, offs, *plan.template, *args, *words, *out, buf.size)
+        col._TEMPLATE_KERNELS[kind](buf, offs, table, sym_bytes, sym_lens, *words, *out, buf.size)
         tpl_hits = int((status == 0).sum())
         col._scan_flat(buf, offs, plan.lut, plan.conv, plan.col, plan.scale, plan.need,
                      plan.suffix, table, sym_bytes, sym_lens, *out, buf.size, True)  # fmt: skip
@@ -228,3 +227,17 @@ def test_mutated_frames_get_the_reference_status_and_values(recorded, kind: str)
         m = rng.randint(1, 9)
         _assert_same(kind, frames[k : k + m], symbols)
         k += m
+
+
+def test_the_generated_template_kernels_are_up_to_date() -> None:
+    """collector.py holds exactly what the generator renders from _SCAN_FIELDS and
+    _WARM_FRAMES today (regenerate: ``python -m perpdesk.live.scan_codegen``)."""
+    from pathlib import Path
+
+    from perpdesk.live.scan_codegen import BEGIN, END, render
+
+    text = Path(col.__file__).read_text()
+    region = text[text.index(BEGIN) : text.index(END) + len(END)]
+    assert region == render()
+    for kind in col._SCAN_FIELDS:
+        assert col._TEMPLATE_KERNELS[kind] is getattr(col, f"_scan_tpl_{kind.lower()}")

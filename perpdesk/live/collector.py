@@ -23,7 +23,7 @@ receive loop only appends the raw frame bytes and the receive stamp to a list an
 ``array('q')`` (whose buffer NumPy reads in place: converting a list of stamps cost ~28 ns a
 frame, more than the list append saves). Every ``parse_interval_s`` a connection's frames are joined into one
 buffer (in chunks of ``scan_chunk`` frames) and decoded by numba: first against the
-stream's *template* (:func:`_scan_template`: Binance writes the keys of a stream in one
+stream's *template* (``_TEMPLATE_KERNELS``: Binance writes the keys of a stream in one
 order, so a frame is constant text between its values, compared 8 bytes at a time), then
 the frames off the template by the general scanner (:func:`_scan_flat`), which validates
 each frame and converts the wanted fields in one pass — decimals exactly, by Clinger's
@@ -334,6 +334,22 @@ def _number_end(buf, p, end):
 
 
 @numba.njit(cache=True, inline="always")
+def _number_end_fast(buf, p, end, lim):
+    """:func:`_number_end` with an integer's digits 8 at a step (:func:`_digits`); a number
+    with a fraction or exponent, no digit or a leading zero takes the byte-wise grammar."""
+    c = buf[p]
+    if not (c == 45 or 48 <= c <= 57):
+        return -1
+    d0 = p + 1 if c == 45 else p
+    _, q, _ = _digits(buf, d0, end, lim)
+    if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):
+        return _number_end(buf, p, end)
+    if q == d0 or (buf[d0] == 48 and q > d0 + 1):
+        return _number_end(buf, p, end)
+    return q
+
+
+@numba.njit(cache=True, inline="always")
 def _decimal(buf, s, e):
     """Exact float64 of the decimal text ``buf[s:e]`` (``-?digits(.digits)?``) by
     Clinger's fast path: mantissa m < 2**53 and k <= 22 decimals make m / 10**k a single
@@ -533,88 +549,6 @@ def _literal(buf, p, end, words, w0, n, lim):
 
 
 @numba.njit(cache=True)
-def _scan_template(buf, offs, tpl_words, tpl_woff, tpl_len, tpl_kind, tpl_field, col, scale,
-                   suffix, table, sym_bytes, sym_lens, wtable, sym_w, ints, floats, codes,
-                   status, lim):  # fmt: skip
-    """Decode frames ``buf[offs[i]:offs[i+1]]`` by the template (see above): ``status[i]``
-    0 when frame i matched and decoded, 1 when :func:`_scan_flat` must decide."""
-    nsuf = suffix.size
-    for i in range(offs.size - 1):
-        p, end = offs[i], offs[i + 1]
-        ok = False
-        for g in range(tpl_len.size):
-            n = tpl_len[g]
-            if not _literal(buf, p, end, tpl_words, tpl_woff[g], n, lim):
-                break
-            p += n
-            k = tpl_kind[g]
-            f = tpl_field[g]
-            if k == _T_END:
-                ok = p == end
-                break
-            if p >= end:
-                break
-            if k == _T_QFLOAT:
-                x, q = _quoted_decimal(buf, p, end)
-                if q < 0:
-                    break
-                floats[i, col[f]] = x
-                p = q + 1
-            elif k == _T_INT:
-                v, q = _integer_fast(buf, p, end, lim)
-                if q < 0:
-                    break
-                ints[i, col[f]] = v * scale[f]
-                p = q
-            elif k == _T_SYM:
-                q = _string_end_fast(buf, p, end, lim)
-                if q < 0:
-                    break
-                code = _symbol_code_fast(buf, p, q, table, sym_bytes, sym_lens, wtable, sym_w, lim)
-                if code < 0:
-                    break
-                codes[i] = code
-                p = q + 1
-            elif k == _T_STREAM:
-                q = _string_end_fast(buf, p, end, lim)
-                if q < 0 or q - p < nsuf:
-                    break
-                same = True
-                for j in range(nsuf):
-                    if buf[q - nsuf + j] != suffix[j]:
-                        same = False
-                        break
-                if not same:
-                    break
-                p = q + 1
-            elif k == _T_NUM:
-                c = buf[p]
-                if not (c == 45 or 48 <= c <= 57):
-                    break
-                d0 = p + 1 if c == 45 else p
-                _, q, _ = _digits(buf, d0, end, lim)  # an integer: 8 digits a step
-                if q < end and (buf[q] == 46 or buf[q] == 101 or buf[q] == 69):
-                    q = _number_end(buf, p, end)  # a fraction or exponent: the JSON grammar
-                elif q == d0 or (buf[d0] == 48 and q > d0 + 1):
-                    q = _number_end(buf, p, end)  # no digit, or a leading zero: ditto
-                if q < 0:
-                    break
-                p = q
-            else:  # _T_BOOL
-                if p + 4 <= end and buf[p] == 116 and buf[p + 1] == 114 and buf[p + 2] == 117 \
-                        and buf[p + 3] == 101:  # fmt: skip
-                    ints[i, col[f]] = 1
-                    p += 4
-                elif p + 5 <= end and buf[p] == 102 and buf[p + 1] == 97 and buf[p + 2] == 108 \
-                        and buf[p + 3] == 115 and buf[p + 4] == 101:  # fmt: skip
-                    ints[i, col[f]] = 0
-                    p += 5
-                else:
-                    break
-        status[i] = 0 if ok else 1
-
-
-@numba.njit(cache=True)
 def _scan_flat(buf, offs, lut, conv, col, scale, need, suffix, table, sym_bytes, sym_lens,
                ints, floats, codes, status, lim, retry):  # fmt: skip
     """Decode frames ``buf[offs[i]:offs[i+1]]`` of one stream kind (see above).
@@ -626,7 +560,7 @@ def _scan_flat(buf, offs, lut, conv, col, scale, need, suffix, table, sym_bytes,
     3 a decimal that needs the exact slow conversion; 4 unknown symbol; 5 another stream.
     ``lim``: bytes of ``buf`` readable by 8-byte loads (``buf.size``; 0 = byte by byte, the
     reference the tests compare against). ``retry``: only the frames whose status is not 0
-    (those :func:`_scan_template` did not decode).
+    (those the template kernel did not decode).
     """
     npre, nmid, nsuf = _PREFIX.size, _MIDDLE.size, suffix.size
     for i in range(offs.size - 1):
@@ -885,8 +819,6 @@ class _ScanPlan:
     int_names: tuple[str, ...]
     float_names: tuple[str, ...]
     bool_names: tuple[str, ...]
-    template: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-    """(words, word offset, length, slot kind, slot field) per segment: :func:`_template`."""
 
 
 def _template(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -932,16 +864,6 @@ def _template(kind: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     )
 
 
-_NO_TEMPLATE = (
-    np.zeros(0, np.uint64),
-    np.zeros(0, np.int64),
-    np.zeros(0, np.int64),
-    np.zeros(0, np.int64),
-    np.zeros(0, np.int64),
-)
-"""An empty template: every frame takes the general path."""
-
-
 def _scan_plan(kind: str) -> _ScanPlan:
     fields = _SCAN_FIELDS[kind]
     lut = np.full(256, -1, np.int64)
@@ -971,7 +893,6 @@ def _scan_plan(kind: str) -> _ScanPlan:
         tuple(ints),
         tuple(floats),
         tuple(bools),
-        _template(kind),
     )
 
 
@@ -1012,6 +933,578 @@ def _symbol_words(symbols: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         wtable[j] = k
     return wtable, words
 
+
+# --- BEGIN GENERATED by perpdesk.live.scan_codegen (do not edit) ---
+# fmt: off
+
+_TPL_SUFFIX_AGGTRADE = np.array([0x6461725467676140, 0x65], np.uint64)
+_TPL_WORDS_AGGTRADE = np.array(
+    [0x6d6165727473227b, 0x223a22, 0x3a2261746164222c, 0x6761223a2265227b, 0x2c22656461725467, 0x3a224522, 0x3a2261222c, 0x223a2273222c, 0x223a2270222c, 0x223a2271222c, 0x3a2266222c, 0x3a226c222c, 0x3a2254222c, 0x3a226d222c, 0x7d7d],
+    np.uint64,
+)
+
+
+@numba.njit(cache=True)
+def _scan_tpl_aggtrade(buf, offs, table, sym_bytes, sym_lens, wtable, sym_w, ints, floats, codes,
+                       status, lim):
+    """The aggTrade template, unrolled: ``status[i]`` 0 when frame i matched and
+    decoded, 1 when the general scanner must decide."""
+    for i in range(offs.size - 1):
+        p, end = offs[i], offs[i + 1]
+        ok = False
+        while True:  # one pass; break = off the template
+            # literal '{"stream":"'
+            if p + 11 > end:
+                break
+            if p + 16 <= lim:
+                if load_u64(buf, p) != np.uint64(0x6d6165727473227b):
+                    break
+                if (load_u64(buf, p + 8) & np.uint64(0xffffff)) != np.uint64(0x223a22):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 0, 11, 0):
+                break
+            p += 11
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q - p < 9:  # also q < 0
+                break
+            if not _literal(buf, q - 9, q, _TPL_SUFFIX_AGGTRADE, 0, 9, lim):
+                break
+            p = q + 1
+            # literal ',"data":{"e":"aggTrade","E":'
+            if p + 28 > end:
+                break
+            if p + 32 <= lim:
+                if load_u64(buf, p) != np.uint64(0x3a2261746164222c):
+                    break
+                if load_u64(buf, p + 8) != np.uint64(0x6761223a2265227b):
+                    break
+                if load_u64(buf, p + 16) != np.uint64(0x2c22656461725467):
+                    break
+                if (load_u64(buf, p + 24) & np.uint64(0xffffffff)) != np.uint64(0x3a224522):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 2, 28, 0):
+                break
+            p += 28
+            if p >= end:
+                break
+            q = _number_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            p = q
+            # literal ',"a":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2261222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 6, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 1] = v
+            p = q
+            # literal ',"s":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2273222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 7, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            code = _symbol_code_fast(buf, p, q, table, sym_bytes, sym_lens, wtable, sym_w, lim)
+            if code < 0:
+                break
+            codes[i] = code
+            p = q + 1
+            # literal ',"p":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2270222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 8, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 0] = x
+            p = q + 1
+            # literal ',"q":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2271222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 9, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 1] = x
+            p = q + 1
+            # literal ',"f":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2266222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 10, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 2] = v
+            p = q
+            # literal ',"l":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a226c222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 11, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 3] = v
+            p = q
+            # literal ',"T":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2254222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 12, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 0] = v * 1000000
+            p = q
+            # literal ',"m":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a226d222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 13, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            if p + 4 <= end and buf[p] == 116 and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:
+                ints[i, 4] = 1
+                p += 4
+            elif p + 5 <= end and buf[p] == 102 and buf[p + 1] == 97 and buf[p + 2] == 108 and buf[p + 3] == 115 and buf[p + 4] == 101:
+                ints[i, 4] = 0
+                p += 5
+            else:
+                break
+            # literal '}}'
+            if p + 2 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffff)) != np.uint64(0x7d7d):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_AGGTRADE, 14, 2, 0):
+                break
+            p += 2
+            ok = p == end
+            break
+        status[i] = 0 if ok else 1
+
+
+_TPL_SUFFIX_TRADE = np.array([0x656461727440], np.uint64)
+_TPL_WORDS_TRADE = np.array(
+    [0x6d6165727473227b, 0x223a22, 0x3a2261746164222c, 0x7274223a2265227b, 0x2245222c22656461, 0x3a, 0x3a2254222c, 0x223a2273222c, 0x3a2274222c, 0x223a2270222c, 0x223a2271222c, 0x414d223a2258222c, 0x6d222c2254454b52, 0x3a22, 0x7d7d],
+    np.uint64,
+)
+
+
+@numba.njit(cache=True)
+def _scan_tpl_trade(buf, offs, table, sym_bytes, sym_lens, wtable, sym_w, ints, floats, codes,
+                    status, lim):
+    """The trade template, unrolled: ``status[i]`` 0 when frame i matched and
+    decoded, 1 when the general scanner must decide."""
+    for i in range(offs.size - 1):
+        p, end = offs[i], offs[i + 1]
+        ok = False
+        while True:  # one pass; break = off the template
+            # literal '{"stream":"'
+            if p + 11 > end:
+                break
+            if p + 16 <= lim:
+                if load_u64(buf, p) != np.uint64(0x6d6165727473227b):
+                    break
+                if (load_u64(buf, p + 8) & np.uint64(0xffffff)) != np.uint64(0x223a22):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 0, 11, 0):
+                break
+            p += 11
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q - p < 6:  # also q < 0
+                break
+            if not _literal(buf, q - 6, q, _TPL_SUFFIX_TRADE, 0, 6, lim):
+                break
+            p = q + 1
+            # literal ',"data":{"e":"trade","E":'
+            if p + 25 > end:
+                break
+            if p + 32 <= lim:
+                if load_u64(buf, p) != np.uint64(0x3a2261746164222c):
+                    break
+                if load_u64(buf, p + 8) != np.uint64(0x7274223a2265227b):
+                    break
+                if load_u64(buf, p + 16) != np.uint64(0x2245222c22656461):
+                    break
+                if (load_u64(buf, p + 24) & np.uint64(0xff)) != np.uint64(0x3a):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 2, 25, 0):
+                break
+            p += 25
+            if p >= end:
+                break
+            q = _number_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            p = q
+            # literal ',"T":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2254222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 6, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 0] = v * 1000000
+            p = q
+            # literal ',"s":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2273222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 7, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            code = _symbol_code_fast(buf, p, q, table, sym_bytes, sym_lens, wtable, sym_w, lim)
+            if code < 0:
+                break
+            codes[i] = code
+            p = q + 1
+            # literal ',"t":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2274222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 8, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 1] = v
+            p = q
+            # literal ',"p":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2270222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 9, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 0] = x
+            p = q + 1
+            # literal ',"q":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2271222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 10, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 1] = x
+            p = q + 1
+            # literal ',"X":"MARKET","m":'
+            if p + 18 > end:
+                break
+            if p + 24 <= lim:
+                if load_u64(buf, p) != np.uint64(0x414d223a2258222c):
+                    break
+                if load_u64(buf, p + 8) != np.uint64(0x6d222c2254454b52):
+                    break
+                if (load_u64(buf, p + 16) & np.uint64(0xffff)) != np.uint64(0x3a22):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 11, 18, 0):
+                break
+            p += 18
+            if p >= end:
+                break
+            if p + 4 <= end and buf[p] == 116 and buf[p + 1] == 114 and buf[p + 2] == 117 and buf[p + 3] == 101:
+                ints[i, 2] = 1
+                p += 4
+            elif p + 5 <= end and buf[p] == 102 and buf[p + 1] == 97 and buf[p + 2] == 108 and buf[p + 3] == 115 and buf[p + 4] == 101:
+                ints[i, 2] = 0
+                p += 5
+            else:
+                break
+            # literal '}}'
+            if p + 2 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffff)) != np.uint64(0x7d7d):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_TRADE, 14, 2, 0):
+                break
+            p += 2
+            ok = p == end
+            break
+        status[i] = 0 if ok else 1
+
+
+_TPL_SUFFIX_BOOKTICKER = np.array([0x6369546b6f6f6240, 0x72656b], np.uint64)
+_TPL_WORDS_BOOKTICKER = np.array(
+    [0x6d6165727473227b, 0x223a22, 0x3a2261746164222c, 0x6f62223a2265227b, 0x72656b6369546b6f, 0x3a2275222c22, 0x223a2273222c, 0x223a2262222c, 0x223a2242222c, 0x223a2261222c, 0x223a2241222c, 0x3a2254222c, 0x3a2245222c, 0x7d7d],
+    np.uint64,
+)
+
+
+@numba.njit(cache=True)
+def _scan_tpl_bookticker(buf, offs, table, sym_bytes, sym_lens, wtable, sym_w, ints, floats, codes,
+                         status, lim):
+    """The bookTicker template, unrolled: ``status[i]`` 0 when frame i matched and
+    decoded, 1 when the general scanner must decide."""
+    for i in range(offs.size - 1):
+        p, end = offs[i], offs[i + 1]
+        ok = False
+        while True:  # one pass; break = off the template
+            # literal '{"stream":"'
+            if p + 11 > end:
+                break
+            if p + 16 <= lim:
+                if load_u64(buf, p) != np.uint64(0x6d6165727473227b):
+                    break
+                if (load_u64(buf, p + 8) & np.uint64(0xffffff)) != np.uint64(0x223a22):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 0, 11, 0):
+                break
+            p += 11
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q - p < 11:  # also q < 0
+                break
+            if not _literal(buf, q - 11, q, _TPL_SUFFIX_BOOKTICKER, 0, 11, lim):
+                break
+            p = q + 1
+            # literal ',"data":{"e":"bookTicker","u":'
+            if p + 30 > end:
+                break
+            if p + 32 <= lim:
+                if load_u64(buf, p) != np.uint64(0x3a2261746164222c):
+                    break
+                if load_u64(buf, p + 8) != np.uint64(0x6f62223a2265227b):
+                    break
+                if load_u64(buf, p + 16) != np.uint64(0x72656b6369546b6f):
+                    break
+                if (load_u64(buf, p + 24) & np.uint64(0xffffffffffff)) != np.uint64(0x3a2275222c22):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 2, 30, 0):
+                break
+            p += 30
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 1] = v
+            p = q
+            # literal ',"s":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2273222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 6, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            q = _string_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            code = _symbol_code_fast(buf, p, q, table, sym_bytes, sym_lens, wtable, sym_w, lim)
+            if code < 0:
+                break
+            codes[i] = code
+            p = q + 1
+            # literal ',"b":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2262222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 7, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 0] = x
+            p = q + 1
+            # literal ',"B":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2242222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 8, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 1] = x
+            p = q + 1
+            # literal ',"a":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2261222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 9, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 2] = x
+            p = q + 1
+            # literal ',"A":"'
+            if p + 6 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffffff)) != np.uint64(0x223a2241222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 10, 6, 0):
+                break
+            p += 6
+            if p >= end:
+                break
+            x, q = _quoted_decimal(buf, p, end)
+            if q < 0:
+                break
+            floats[i, 3] = x
+            p = q + 1
+            # literal ',"T":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2254222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 11, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            q = _number_end_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            p = q
+            # literal ',"E":'
+            if p + 5 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffffffffff)) != np.uint64(0x3a2245222c):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 12, 5, 0):
+                break
+            p += 5
+            if p >= end:
+                break
+            v, q = _integer_fast(buf, p, end, lim)
+            if q < 0:
+                break
+            ints[i, 0] = v * 1000000
+            p = q
+            # literal '}}'
+            if p + 2 > end:
+                break
+            if p + 8 <= lim:
+                if (load_u64(buf, p) & np.uint64(0xffff)) != np.uint64(0x7d7d):
+                    break
+            elif not _literal(buf, p, end, _TPL_WORDS_BOOKTICKER, 13, 2, 0):
+                break
+            p += 2
+            ok = p == end
+            break
+        status[i] = 0 if ok else 1
+
+
+_TEMPLATE_KERNELS = {"aggTrade": _scan_tpl_aggtrade, "trade": _scan_tpl_trade, "bookTicker": _scan_tpl_bookticker}
+# fmt: on
+# --- END GENERATED ---
 
 # --- statistics ------------------------------------------------------------------------------
 
@@ -1355,8 +1848,8 @@ class TickCollector:
             offs = np.frombuffer(o, np.int64)
             buf = np.frombuffer(d, np.uint8) if d is not None else np.zeros(0, np.uint8)
             out = (ints[s:e], floats[s:e], codes[s:e], status[s:e])
-            _scan_template(buf, offs, *plan.template, plan.col, plan.scale, plan.suffix, table,
-                           sym_bytes, sym_lens, *self._sym_words, *out, buf.size)  # fmt: skip
+            _TEMPLATE_KERNELS[kind.name](buf, offs, table, sym_bytes, sym_lens,
+                                         *self._sym_words, *out, buf.size)  # fmt: skip
             if out[3].any():  # frames off the template: the general scanner decides
                 _scan_flat(buf, offs, plan.lut, plan.conv, plan.col, plan.scale, plan.need,
                            plan.suffix, table, sym_bytes, sym_lens, *out, buf.size,
