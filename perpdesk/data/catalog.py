@@ -302,6 +302,11 @@ def bar_interval_s(dataset: str) -> int:
 def _partition_runs(ts_ns: np.ndarray, granularity: str) -> list[tuple[int, int, str]]:
     """``(start_row, end_row, key)`` runs of rows sharing a partition (rows sorted by ts)."""
     unit = "M" if granularity == "month" else "D"
+    if ts_ns.size:  # sorted: first and last row in one period means one run (no pass)
+        first, last = (np.datetime64(int(ts_ns[k]), "ns").astype(f"datetime64[{unit}]")
+                       for k in (0, -1))  # fmt: skip
+        if first == last:
+            return [(0, int(ts_ns.size), str(first))]
     period = ts_ns.astype("datetime64[ns]").astype(f"datetime64[{unit}]")
     cuts = np.flatnonzero(period[1:] != period[:-1]) + 1
     starts = np.concatenate([[0], cuts]).astype(int)

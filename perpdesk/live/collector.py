@@ -2177,7 +2177,7 @@ class TickCollector:
         failed: dict[tuple[str, str], pa.Table] = {}
         for (dataset, sym), tables in pending.items():
             spec = spec_for(dataset)
-            t = pa.concat_tables(tables).combine_chunks()  # one copy; later reads zero-copy
+            t = pa.concat_tables(tables)  # chunked: the Parquet writer takes the chunks
             key = t.column(spec.key).to_numpy()
             if key.size > 1 and not (key[1:] > key[:-1]).all():  # late rows were accepted
                 t = t.take(pc.sort_indices(t, sort_keys=[(spec.key, "ascending")]))
