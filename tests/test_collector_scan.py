@@ -241,3 +241,24 @@ def test_the_generated_template_kernels_are_up_to_date() -> None:
     assert region == render()
     for kind in col._SCAN_FIELDS:
         assert col._TEMPLATE_KERNELS[kind] is getattr(col, f"_scan_tpl_{kind.lower()}")
+
+
+def test_short_decimals_from_one_load_equal_the_byte_wise_conversion() -> None:
+    import numba
+
+    @numba.njit
+    def both(buf, end, lim):  # type: ignore[no-untyped-def]
+        return col._quoted_decimal_fast(buf, 0, end, lim), col._quoted_decimal(buf, 0, end)
+
+    texts = ["2899990.5", "1.2", "0.010", "63959.90", "1234567.8", "12345.678", "123456.78",
+             "1.234567", "-1.5", "1.", ".5", "1.2.3", "00.5", "1e5", "7", "12345678.9",
+             "9.9999999", "3.14x", "1234567.", "0.0000001"]  # fmt: skip
+    for text in texts:
+        for pad in (b"", b'"', b'","B":"20.5"}}'):
+            raw = text.encode() + pad
+            buf = np.frombuffer(raw, np.uint8)
+            for lim in (0, buf.size):
+                (x1, q1), (x0, q0) = both(buf, buf.size, lim)
+                assert q1 == q0, (text, pad, lim)
+                if q0 >= 0:
+                    assert x1 == x0 == float(text), (text, pad, lim)

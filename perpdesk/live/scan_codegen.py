@@ -76,7 +76,7 @@ def _kernel(kind: str) -> list[str]:
         out.append(f"{ind}    break")
         if k == c._T_QFLOAT:
             out += [
-                f"{ind}x, q = _quoted_decimal(buf, p, end)",
+                f"{ind}x, q = _quoted_decimal_fast(buf, p, end, lim)",
                 f"{ind}if q < 0:",
                 f"{ind}    break",
                 f"{ind}floats[i, {int(plan.col[f])}] = x",
