@@ -74,7 +74,7 @@ from perpdesk.domain import (
 from perpdesk.domain.instruments import SPOT_SUFFIX
 from perpdesk.errors import PerpdeskError
 from perpdesk.sim.account import Account
-from perpdesk.sim.costs import Costs
+from perpdesk.sim.costs import ConstantLatency, Costs
 from perpdesk.sim.fills import BarFillModel, Execution, FillModel, Quote, WorkingOrder
 from perpdesk.sim.replay import (
     BAR,
@@ -91,6 +91,18 @@ from perpdesk.sim.replay import (
 from perpdesk.sim.replay import event_maker as _event_maker
 from perpdesk.sim.replay import events_maker as _events_maker
 from perpdesk.strategies.base import OrderMethods, Strategy, overridden
+
+# enum members as module constants (an Enum class attribute costs ~100 ns a read)
+_BUY = Side.BUY
+_SELL = Side.SELL
+_LIMIT = OrderType.LIMIT
+_STOP_MARKET = OrderType.STOP_MARKET
+_PS_BOTH = PositionSide.BOTH
+_PS_LONG = PositionSide.LONG
+_PS_SHORT = PositionSide.SHORT
+_MAKER = Liquidity.MAKER
+_PERP = InstrumentKind.PERP
+_SPOT = InstrumentKind.SPOT
 
 DEC_TYPE = pa.decimal128(38, 18)
 _Q18 = Decimal("1e-18")
@@ -209,6 +221,9 @@ def orders_table(orders: Sequence[Order]) -> pa.Table:
 
 # --------------------------------------------------------------------- order objects
 
+_REF_DEC: dict[float, Decimal] = {}
+"""``Decimal(repr(price))`` of positive finite float reference prices seen by ``_execute``."""
+
 _make_order = fast_constructor(Order)  # Order(...) with every field, ~2x faster
 _make_fill = fast_constructor(Fill)
 
@@ -244,17 +259,17 @@ def check_order(
     px = order.stop_price
     if px is not None and _off_grid(px, instrument.tick_size):
         return f"stop_price {px} is not a multiple of tick_size {instrument.tick_size}"
-    if instrument.kind is InstrumentKind.SPOT:
-        if order.position_side is not PositionSide.BOTH:
+    if instrument.kind is _SPOT:
+        if order.position_side is not _PS_BOTH:
             return "a spot leg takes position_side BOTH"
-        if order.type is OrderType.STOP_MARKET:
+        if order.type is _STOP_MARKET:
             return "stop orders are not supported on spot legs"
     elif hedge_mode:
-        if order.position_side is PositionSide.BOTH:
+        if order.position_side is _PS_BOTH:
             return "hedge mode needs position_side LONG or SHORT"
         if order.reduce_only:
             return "reduce_only is not accepted in hedge mode (close with the opposite side)"
-    elif order.position_side is not PositionSide.BOTH:
+    elif order.position_side is not _PS_BOTH:
         return "one-way mode takes position_side BOTH only"
     return None
 
@@ -279,11 +294,11 @@ def _passes_check(order: Order, inst: Instrument, hedge_mode: bool, known_ids: s
         n = px / step
         if abs(n - round(n)) > 1e-6:
             return False
-    if inst.kind is InstrumentKind.SPOT:
-        return order.position_side is PositionSide.BOTH and order.type is not OrderType.STOP_MARKET
+    if inst.kind is _SPOT:
+        return order.position_side is _PS_BOTH and order.type is not _STOP_MARKET
     if hedge_mode:
-        return order.position_side is not PositionSide.BOTH and not order.reduce_only
-    return order.position_side is PositionSide.BOTH
+        return order.position_side is not _PS_BOTH and not order.reduce_only
+    return order.position_side is _PS_BOTH
 
 
 def reducible_qty(order: Order, position_qty: Decimal, hedge_mode: bool) -> Decimal | None:
@@ -293,13 +308,13 @@ def reducible_qty(order: Order, position_qty: Decimal, hedge_mode: bool) -> Deci
     closing = order.reduce_only or (
         hedge_mode
         and (
-            (order.position_side is PositionSide.LONG and order.side is Side.SELL)
-            or (order.position_side is PositionSide.SHORT and order.side is Side.BUY)
+            (order.position_side is _PS_LONG and order.side is _SELL)
+            or (order.position_side is _PS_SHORT and order.side is _BUY)
         )
     )
     if not closing:
         return None
-    if position_qty == 0 or (position_qty > 0) == (order.side is Side.BUY):
+    if position_qty == 0 or (position_qty > 0) == (order.side is _BUY):
         return Decimal(0)
     return abs(position_qty)
 
@@ -333,7 +348,7 @@ def _to_tick(price: float, tick: float, side: Side, exact: bool) -> Decimal:
     n = price / tick
     r = round(n)
     on_grid = exact or abs(n - r) <= 1e-6
-    k = r if on_grid else (math.ceil(n) if side is Side.BUY else math.floor(n))
+    k = r if on_grid else (math.ceil(n) if side is _BUY else math.floor(n))
     return Decimal(k) * _lot_decimal(tick)
 
 
@@ -380,13 +395,13 @@ def _band_with(band: tuple[float, float], o: Order) -> tuple[float, float]:
     """``(lo, hi)`` widened by one resting order: a bar/trade reaching at or below ``lo``
     or at or above ``hi`` may fill or trigger something (see :meth:`Engine._reaches`)."""
     lo, hi = band
-    if o.type is OrderType.LIMIT:
-        if o.side is Side.BUY:
+    if o.type is _LIMIT:
+        if o.side is _BUY:
             lo = max(lo, o.price)
         else:
             hi = min(hi, o.price)
-    elif o.type is OrderType.STOP_MARKET:
-        if o.side is Side.BUY:
+    elif o.type is _STOP_MARKET:
+        if o.side is _BUY:
             hi = min(hi, o.stop_price)
         else:
             lo = max(lo, o.stop_price)
@@ -546,7 +561,7 @@ def normalise_instruments(instruments: Iterable[Instrument]) -> dict[str, Instru
     (``BTCUSDT``, kind SPOT, as the catalog stores it) is renamed ``BTCUSDT.SPOT``."""
     out: dict[str, Instrument] = {}
     for inst in instruments:
-        if inst.kind is InstrumentKind.SPOT and not inst.symbol.endswith(SPOT_SUFFIX):
+        if inst.kind is _SPOT and not inst.symbol.endswith(SPOT_SUFFIX):
             inst = dataclasses.replace(inst, symbol=spot_symbol(inst.symbol))
         if inst.symbol in out:
             raise EngineError(f"instrument {inst.symbol} given twice")
@@ -585,6 +600,14 @@ class Engine:
         self.costs = costs if costs is not None else Costs()
         self._slippage = self.costs.slippage
         self._arrival_ns = self.costs.latency.arrival_ns
+        # a ConstantLatency's delay (ns), added inline (what its arrival_ns does); None: call
+        # the latency model for every order and cancel
+        lat = self.costs.latency
+        self._lat_ns: int | None = (
+            lat.latency_ns
+            if lat.__class__ is ConstantLatency and lat.latency_ns.__class__ is int
+            else None
+        )
         if equity_every_ns is not None and equity_every_ns <= 0:
             raise EngineError(f"equity_every_ns {equity_every_ns} must be > 0")
         self.equity_every_ns = equity_every_ns
@@ -594,10 +617,15 @@ class Engine:
         # order state
         self.open: dict[str, Order] = {}  # sent, not done (pending + working)
         self._working: dict[str, WorkingOrder] = {}
-        self._books: dict[str, list[WorkingOrder]] = {}
+        # resting orders per symbol in arrival (time priority) order, keyed by their unique
+        # ``seq``: removing one is a dict delete, not a scan of the book
+        self._books: dict[str, dict[int, WorkingOrder]] = {}
         self._bands: dict[str, tuple[float, float]] = {}
         self._ids: set[str] = set()
         self._exact: dict[str, Decimal] = {}  # exact quantity of each order sent
+        # per lot size, per whole number of lots k: (k × lot as Decimal, its float, whether
+        # that float passes the lot test of _passes_check) — submit's memo
+        self._snaps: dict[float, dict[int, tuple[Decimal, float, bool]]] = {}
         self._ended = False
         self._n_orders = 0
         self._seq = 0
@@ -678,9 +706,7 @@ class Engine:
                     BOOK: self.fill_model.on_book,
                 }[info.kind]
             info.settles = (
-                info.kind == FUNDING
-                and info.traded
-                and self.instruments[info.symbol].kind is InstrumentKind.PERP
+                info.kind == FUNDING and info.traded and self.instruments[info.symbol].kind is _PERP
             )
         self._infos = infos
         self._streams_of: dict[str, list[int]] = {}
@@ -733,16 +759,33 @@ class Engine:
         ``qty_base`` may be a float or a ``Decimal``: it is snapped to the lot grid in
         Decimal (:func:`snap_qty`) and that exact quantity is what fills; ``Order.qty_base``
         holds it as a float (a quantity off the grid is refused by :func:`check_order`)."""
+        sid = self.strategy.strategy_id
+        now = self.now_ns
         if client_order_id is None:
-            self._n_orders += 1
-            client_order_id = f"{self.strategy.strategy_id}-{self._n_orders}"
+            n_orders = self._n_orders = self._n_orders + 1
+            client_order_id = f"{sid}-{n_orders}"
         inst = self.instruments.get(symbol)
+        qty_f = None  # float(exact), from the memo
+        qty_ok = None  # _passes_check's lot test of qty_f, from the memo
         if inst is None:
             exact = None
-        elif qty_base.__class__ is float and (n := qty_base / inst.lot_size) - n == 0.0:
-            # snap_qty(qty_base, lot_size) of a finite float, inline (the hot path)
+        elif qty_base.__class__ is float and (n := qty_base / (lot := inst.lot_size)) - n == 0.0:
+            # snap_qty(qty_base, lot_size) of a finite float, inline (the hot path), memoised
+            # per lot and whole number of lots: (exact, float(exact), its lot test)
             k = round(n)
-            exact = Decimal(k) * _lot_decimal(inst.lot_size) if abs(n - k) <= 1e-6 else None
+            if abs(n - k) <= 1e-6:
+                memo = self._snaps.get(lot)
+                if memo is None:
+                    memo = self._snaps[lot] = {}
+                got = memo.get(k)
+                if got is None:
+                    e = Decimal(k) * _lot_decimal(lot)
+                    ef = float(e)
+                    n = ef / lot
+                    got = memo[k] = (e, ef, not abs(n - round(n)) > 1e-6)
+                exact, qty_f, qty_ok = got
+            else:
+                exact = None
         else:
             exact = snap_qty(qty_base, inst.lot_size)
         try:
@@ -752,30 +795,56 @@ class Engine:
                 inst.venue if inst else "",
                 symbol,
                 side if side.__class__ is Side else Side(side),
-                float(exact) if exact is not None else float(qty_base),
+                qty_f
+                if qty_f is not None
+                else (float(exact) if exact is not None else float(qty_base)),
                 type if type.__class__ is OrderType else OrderType(type),
-                None if price is None else float(price),
-                None if stop_price is None else float(stop_price),
+                # float(x) of a float is x itself
+                price if price.__class__ is float else (None if price is None else float(price)),
+                stop_price
+                if stop_price.__class__ is float
+                else (None if stop_price is None else float(stop_price)),
                 tif if tif.__class__ is TimeInForce else TimeInForce(tif),
                 reduce_only if reduce_only.__class__ is bool else bool(reduce_only),
                 position_side
                 if position_side.__class__ is PositionSide
                 else PositionSide(position_side),
-                self.now_ns,
-                self.strategy.strategy_id,
+                now,
+                sid,
                 label,
             )
         except ValueError as exc:
-            self._rejects.append((self.now_ns, client_order_id, symbol, str(exc)))
+            self._rejects.append((now, client_order_id, symbol, str(exc)))
             return client_order_id
         self._orders.append(order)
-        if inst is not None and _passes_check(order, inst, self._hedge, self._ids):
-            reason = None
+        ids = self._ids
+        if qty_ok is not None:
+            # _passes_check(order, inst, self._hedge, ids) with the lot test memoised
+            ok = qty_ok and client_order_id not in ids
+            if ok:
+                step = inst.tick_size
+                px = order.price
+                if px is not None:
+                    n = px / step
+                    ok = not abs(n - round(n)) > 1e-6
+                px = order.stop_price
+                if ok and px is not None:
+                    n = px / step
+                    ok = not abs(n - round(n)) > 1e-6
+                if ok:
+                    ps = order.position_side
+                    if inst.kind is _SPOT:
+                        ok = ps is _PS_BOTH and order.type is not _STOP_MARKET
+                    elif self._hedge:
+                        ok = ps is not _PS_BOTH and not order.reduce_only
+                    else:
+                        ok = ps is _PS_BOTH
         else:
-            reason = check_order(order, inst, hedge_mode=self._hedge, known_ids=self._ids)
+            ok = inst is not None and _passes_check(order, inst, self._hedge, ids)
+        reason = None if ok else check_order(order, inst, hedge_mode=self._hedge, known_ids=ids)
         if reason is None and exact is None and not isinstance(qty_base, float):
             reason = f"qty {qty_base} is not a multiple of lot_size {inst.lot_size}"
-        self._ids.add(client_order_id)
+        ids.add(client_order_id)
         if reason is not None:
             self._reject(order, reason)
             return client_order_id
@@ -783,17 +852,29 @@ class Engine:
         if exact is None:  # passed check_order's float tolerance
             exact = snap_qty(order.qty_base, inst.lot_size) or to_decimal(order.qty_base)
         self._exact[client_order_id] = exact
-        self._seq += 1
-        heapq.heappush(self._heap, (self._arrival_ns(self.now_ns), _ARRIVAL, self._seq, order))
+        seq = self._seq = self._seq + 1
+        lat = self._lat_ns
+        heapq.heappush(
+            self._heap,
+            (now + lat if lat is not None else self._arrival_ns(now), _ARRIVAL, seq, order),
+        )
         return client_order_id
 
     def cancel(self, client_order_id: str) -> bool:
         """Request a cancel; it arrives after the latency."""
         if client_order_id not in self.open:
             return False
-        self._seq += 1
+        seq = self._seq = self._seq + 1
+        lat = self._lat_ns
+        now = self.now_ns
         heapq.heappush(
-            self._heap, (self._arrival_ns(self.now_ns), _CANCEL, self._seq, client_order_id)
+            self._heap,
+            (
+                now + lat if lat is not None else self._arrival_ns(now),
+                _CANCEL,
+                seq,
+                client_order_id,
+            ),
         )
         return True
 
@@ -813,31 +894,44 @@ class Engine:
         """Run engine time events with time ≤ ``upto_ns`` (< when ``strict``)."""
         heap = self._heap
         pop = heapq.heappop
+        working = self._working
+        arrive = self._arrive
+        done = self._done
+        last = None  # the time of the last event run by this call
         while heap:
             top = heap[0][0]
             if top > upto_ns or (strict and top == upto_ns):
                 break
             ts, cls, _, payload = pop(heap)
-            if ts > self.now_ns:
-                self.now_ns = ts
-            chunk = self._chunk
-            if chunk is not None:
-                # _pos = max(_pos, first position of the chunk at or after ts)
-                tl = self._ts_list
-                if tl is not None:
-                    pos = self._pos
-                    if pos < len(tl) and tl[pos] < ts:  # else that position is <= pos
-                        self._pos = bisect.bisect_left(tl, ts, pos)
-                else:
-                    if ts != self._ss_ts or self._ss_chunk is not chunk:
-                        self._ss_ts, self._ss_chunk = ts, chunk
-                        self._ss_pos = int(np.searchsorted(self._ts, ts, "left"))
-                    if self._ss_pos > self._pos:
-                        self._pos = self._ss_pos
+            # the clock and the chunk position only move forward during a drain: after the
+            # first event at ``ts`` they are already where another event at ``ts`` puts them
+            if ts != last:
+                last = ts
+                if ts > self.now_ns:
+                    self.now_ns = ts
+                chunk = self._chunk
+                if chunk is not None:
+                    # _pos = max(_pos, first position of the chunk at or after ts)
+                    tl = self._ts_list
+                    if tl is not None:
+                        pos = self._pos
+                        if pos < len(tl) and tl[pos] < ts:  # else that position is <= pos
+                            self._pos = bisect.bisect_left(tl, ts, pos)
+                    else:
+                        if ts != self._ss_ts or self._ss_chunk is not chunk:
+                            self._ss_ts, self._ss_chunk = ts, chunk
+                            self._ss_pos = int(np.searchsorted(self._ts, ts, "left"))
+                        if self._ss_pos > self._pos:
+                            self._pos = self._ss_pos
             if cls == _ARRIVAL:
-                self._arrive(payload)
+                arrive(payload)
             elif cls == _CANCEL:
-                self._cancel_arrives(payload)
+                # self._cancel_arrives(payload), inline
+                w = working.get(payload)
+                if w is not None:
+                    done(w)
+                else:
+                    self.open.pop(payload, None)  # still in flight: dropped on arrival
             elif self._ended:
                 continue  # after on_end: only orders and cancels still arrive
             elif cls == _EQUITY:
@@ -868,21 +962,48 @@ class Engine:
         if cid not in self.open:
             return  # cancelled before arrival
         symbol = order.symbol
-        q = self.quote(symbol)
+        # q = self.quote(symbol), inline (a catch-up only when the symbol has cold streams)
+        if self._cold.get(symbol):
+            self._catch_up(symbol)
+        st = self._state.get(symbol)
+        if st is None:
+            st = self._state[symbol] = _SymState()
+        q = st.quote
         otype = order.type
-        if otype is OrderType.LIMIT:
+        if otype is _LIMIT:
             ref = order.price
-        elif otype is OrderType.STOP_MARKET:
+        elif otype is _STOP_MARKET:
             ref = order.stop_price
         else:
             ref = q.last_price
         exact = self._exact.get(cid)
-        reason = check_arrival(order, self.account, ref, exact)
+        if exact is None:
+            reason = check_arrival(order, self.account, ref, exact)
+        else:
+            # check_arrival(order, self.account, ref, exact) with reducible_qty, inline
+            acct = self.account
+            side = order.side
+            ps = order.position_side
+            pos = acct.position_qty(symbol, ps)
+            hedge = self._hedge  # = acct.hedge_mode (read at construction)
+            if order.reduce_only or (
+                hedge and ((ps is _PS_LONG and side is _SELL) or (ps is _PS_SHORT and side is _BUY))
+            ):
+                if pos == 0 or (pos > 0) == (side is _BUY):
+                    reason = "reduce-only order would not reduce the position"
+                elif hedge and exact > abs(pos):
+                    reason = f"closing {order.qty_base} exceeds the {ps} position {abs(pos)}"
+                else:
+                    reason = None
+            elif math.isnan(ref):
+                reason = "no price known yet"
+            else:
+                reason = acct.can_open(symbol, side, exact, ref, ps)
         if reason is not None:
             self._reject(order, reason)
             return
-        self._seq += 1
-        w = WorkingOrder(order, self.now_ns, order.qty_base, self._seq, exact)
+        seq = self._seq = self._seq + 1
+        w = WorkingOrder(order, self.now_ns, order.qty_base, seq, exact)
         res = self.fill_model.on_arrival(w, q, self._slippage)
         if res.reject_reason is not None:
             self._reject(order, res.reject_reason)
@@ -896,8 +1017,8 @@ class Engine:
             if res.rests and w.remaining_base > 0:
                 book = self._books.get(symbol)
                 if book is None:
-                    book = self._books[symbol] = []
-                book.append(w)
+                    book = self._books[symbol] = {}
+                book[seq] = w
                 band = self._bands.get(symbol)
                 if band is not None:  # widen the band by this order (see _reaches)
                     self._bands[symbol] = _band_with(band, order)
@@ -922,14 +1043,23 @@ class Engine:
         self.open.pop(cid, None)
         sym = o.symbol
         book = self._books.get(sym)
-        self._bands.pop(sym, None)
-        if book:
-            for i, x in enumerate(book):
-                if x is w:  # identity: a working order is one object (no field compare)
-                    del book[i]
-                    if not book:
-                        self._update_hot(sym)
-                    break
+        band = self._bands.get(sym)
+        if band is not None:
+            # the band stays what _reaches would rebuild without this order when the order
+            # lies strictly inside it (it sets neither edge); else it is rebuilt on demand
+            t = o.type
+            if t is _LIMIT:
+                inside = o.price < band[0] if o.side is _BUY else o.price > band[1]
+            elif t is _STOP_MARKET:
+                inside = o.stop_price > band[1] if o.side is _BUY else o.stop_price < band[0]
+            else:
+                inside = False
+            if not inside:
+                del self._bands[sym]
+        if book and book.get(w.seq) is w:  # identity: a working order is one object
+            del book[w.seq]
+            if not book:
+                self._update_hot(sym)
 
     def _execute(self, w: WorkingOrder, ex: Execution) -> Fill | None:
         """Book one execution of ``w`` (the pure step's result) on the account."""
@@ -946,7 +1076,7 @@ class Engine:
                 qty_dec = rem
         pos = self.account.position_qty(o.symbol, o.position_side)
         red = reducible_qty(o, pos, self._hedge)
-        if red is None and inst.kind is InstrumentKind.SPOT and o.side is Side.SELL:
+        if red is None and inst.kind is _SPOT and o.side is _SELL:
             red = max(pos, Decimal(0))  # a spot leg sells only what it holds
         if red is not None and qty_dec > red:
             qty_dec = red
@@ -958,11 +1088,19 @@ class Engine:
                 return None
         if qty_dec <= 0:
             return None
-        maker_exact = ex.liquidity is Liquidity.MAKER or ex.price == ex.ref_price
+        maker_exact = ex.liquidity is _MAKER or ex.price == ex.ref_price
         price = _to_tick(ex.price, inst.tick_size, o.side, maker_exact)
         fee = self.costs.fees.fee_usd(o.symbol, inst.kind, qty_dec * price, ex.liquidity)
-        ref = Decimal(repr(ex.ref_price))
-        slip = (o.side.sign * (price - ref) * qty_dec).quantize(_Q8, ROUND_HALF_EVEN) + 0
+        rp = ex.ref_price
+        ref = _REF_DEC.get(rp) if rp.__class__ is float and 0.0 < rp < math.inf else None
+        if ref is None:
+            ref = Decimal(repr(rp))
+            if rp.__class__ is float and 0.0 < rp < math.inf:  # memoised (positive floats)
+                if len(_REF_DEC) >= 65_536:
+                    _REF_DEC.clear()
+                _REF_DEC[rp] = ref
+        sign = 1 if o.side is _BUY else -1  # o.side.sign
+        slip = (sign * (price - ref) * qty_dec).quantize(_Q8, ROUND_HALF_EVEN) + 0
         fill = _make_fill(
             o.client_order_id,
             o.venue,
@@ -992,13 +1130,10 @@ class Engine:
 
     def _position_changed(self, symbol: str) -> None:
         a = self.account
-        if self.instruments[symbol].kind is InstrumentKind.PERP and self._hedge:
-            has = (
-                a.position_qty(symbol, PositionSide.LONG) != 0
-                or a.position_qty(symbol, PositionSide.SHORT) != 0
-            )
+        if self.instruments[symbol].kind is _PERP and self._hedge:
+            has = a.position_qty(symbol, _PS_LONG) != 0 or a.position_qty(symbol, _PS_SHORT) != 0
         else:
-            has = a.position_qty(symbol, PositionSide.BOTH) != 0
+            has = a.position_qty(symbol, _PS_BOTH) != 0
         if has != (symbol in self._has_pos):
             if has:
                 self._has_pos.add(symbol)
@@ -1007,9 +1142,13 @@ class Engine:
             self._update_hot(symbol)
 
     def _notify(self, fills: Sequence[Fill]) -> None:
+        on_fill = self.strategy.on_fill
+        ctx = self.ctx
+        heap = self._heap
         for f in fills:
-            self.strategy.on_fill(self.ctx, f)
-            self._drain(self.now_ns)
+            on_fill(ctx, f)
+            if heap and heap[0][0] <= self.now_ns:  # else _drain would run nothing
+                self._drain(self.now_ns)
 
     # ------------------------------------------------------------------ hot streams
 
@@ -1098,7 +1237,7 @@ class Engine:
         if info.match:
             book = self._books.get(info.symbol)
             if book and self._reaches(info, book, ev):
-                matched = info.matcher(book, ev, st.quote, self._slippage)
+                matched = info.matcher(list(book.values()), ev, st.quote, self._slippage)
                 if matched:
                     fills = []
                     for w, ex in matched:
@@ -1124,7 +1263,7 @@ class Engine:
             if self._heap and self._heap[0][0] <= self.now_ns:
                 self._drain(self.now_ns)
 
-    def _reaches(self, info: _StreamInfo, book: list[WorkingOrder], ev: Any) -> bool:
+    def _reaches(self, info: _StreamInfo, book: dict[int, WorkingOrder], ev: Any) -> bool:
         """False when a trade/bar cannot fill or trigger any resting order: a buy limit
         needs a price at or below it, a sell limit at or above, a buy stop at or above, a
         sell stop at or below (true of every fill model here; a pre-filter, not a rule)."""
@@ -1137,15 +1276,15 @@ class Engine:
         band = self._bands.get(info.symbol)
         if band is None:  # as _band_with over the book, inline
             lo, hi = -math.inf, math.inf
-            for w in book:
+            for w in book.values():
                 o = w.order
-                if o.type is OrderType.LIMIT:
-                    if o.side is Side.BUY:
+                if o.type is _LIMIT:
+                    if o.side is _BUY:
                         lo = max(lo, o.price)
                     else:
                         hi = min(hi, o.price)
-                elif o.type is OrderType.STOP_MARKET:
-                    if o.side is Side.BUY:
+                elif o.type is _STOP_MARKET:
+                    if o.side is _BUY:
                         hi = min(hi, o.stop_price)
                     else:
                         lo = max(lo, o.stop_price)

@@ -74,44 +74,42 @@ def choose_prune(
     """
     if not fills:
         return None
-
-    # 1. deviance
-    if abs(price - kama) > params.prune_deviance_sigma * sigma_price:
-        worst_i, _ = worst_underwater(fills, price)
-        if worst_i >= 0:
-            return PruneChoice(worst_i, TradeLabel.PRUNE_DEVIANCE)
-
-    # 2. oldest
-    cutoff = now_ns - params.prune_max_age_ns
-    old_i, old_ts = -1, cutoff
-    for i, f in enumerate(fills):
-        if f.ts_ns < old_ts:
-            old_i, old_ts = i, f.ts_ns
-    if old_i >= 0:
-        return PruneChoice(old_i, TradeLabel.PRUNE_OLDEST)
-
-    # 3. gap
+    # One pass computes every rule's candidate (each rule's choice does not depend on the
+    # others: the same comparisons, in the same order, as one loop per rule); the rules are
+    # then applied in priority order.
+    worst_i, worst_u = -1, 0.0  # worst_underwater(fills, price)
+    old_i, old_ts = -1, now_ns - params.prune_max_age_ns
     far_i, far_d = -1, params.prune_gap_spacings * spacing
-    for i, f in enumerate(fills):
-        d = abs(price - f.price)
-        if d > far_d:
-            far_i, far_d = i, d
-    if far_i >= 0:
-        return PruneChoice(far_i, TradeLabel.PRUNE_GAP)
-
-    # 4. funding
     total = 0.0
     cost_i, cost = -1, 0.0
     for i, f in enumerate(fills):
-        total += f.funding_usd
-        if f.funding_usd > cost:
-            cost_i, cost = i, f.funding_usd
+        fp = f.price
+        u = f.side * f.qty_base * (price - fp)
+        if u < worst_u:
+            worst_i, worst_u = i, u
+        if f.ts_ns < old_ts:
+            old_i, old_ts = i, f.ts_ns
+        d = abs(price - fp)
+        if d > far_d:
+            far_i, far_d = i, d
+        fu = f.funding_usd
+        total += fu
+        if fu > cost:
+            cost_i, cost = i, fu
+
+    # 1. deviance
+    if abs(price - kama) > params.prune_deviance_sigma * sigma_price and worst_i >= 0:
+        return PruneChoice(worst_i, TradeLabel.PRUNE_DEVIANCE)
+    # 2. oldest
+    if old_i >= 0:
+        return PruneChoice(old_i, TradeLabel.PRUNE_OLDEST)
+    # 3. gap
+    if far_i >= 0:
+        return PruneChoice(far_i, TradeLabel.PRUNE_GAP)
+    # 4. funding
     if total > 0.0 and total > params.prune_funding_frac * grid_profit_usd and cost_i >= 0:
         return PruneChoice(cost_i, TradeLabel.PRUNE_FUNDING)
-
     # 5. profit offset
-    if profit_buffer_usd > 0.0:
-        worst_i, worst_u = worst_underwater(fills, price)
-        if worst_i >= 0 and -worst_u <= profit_buffer_usd:
-            return PruneChoice(worst_i, TradeLabel.PRUNE_OFFSET)
+    if profit_buffer_usd > 0.0 and worst_i >= 0 and -worst_u <= profit_buffer_usd:
+        return PruneChoice(worst_i, TradeLabel.PRUNE_OFFSET)
     return None

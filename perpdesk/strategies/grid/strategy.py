@@ -101,19 +101,22 @@ from perpdesk.strategies.base import Context, Strategy
 from perpdesk.strategies.grid.mechanisms import (
     affordable_levels,
     as_reservation_price,
-    cb_step,
     grid_levels,
     grid_spacing,
     inventory_q,
-    needs_regen,
     opening_sides,
     stop_prices,
-    trail_shift,
-    var_blocks,
 )
 from perpdesk.strategies.grid.params import GridParams
-from perpdesk.strategies.grid.pruning import choose_prune
+from perpdesk.strategies.grid.pruning import PruneChoice, choose_prune
 from perpdesk.strategies.grid.records import FillSide, OpenFill, TradeLabel
+
+# enum members as module constants (an Enum class attribute costs ~100 ns a read)
+_LIMIT = OrderType.LIMIT
+_STOP_MARKET = OrderType.STOP_MARKET
+_FS_LONG = FillSide.LONG
+_FS_SHORT = FillSide.SHORT
+_LIQUIDATION = TradeLabel.LIQUIDATION
 
 __all__ = ["GridCounters", "GridFeatureStream", "GridFeatures", "GridStrategyV4"]
 
@@ -139,6 +142,7 @@ priority; on the engine, fewer order events). perpdesk's choice."""
 
 
 _SIDES = {int(r): opening_sides(int(r)) for r in Regime}
+_NOISE, _UPTREND, _BREAKOUT_UP = Regime.NOISE, Regime.UPTREND, Regime.BREAKOUT_UP
 """opening_sides of each regime code, memoised (the per-bar path)."""
 
 
@@ -372,12 +376,13 @@ class GridStrategyV4(Strategy):
         self._pending_rearm: list[_Lot] = []
         self._decided_ns = -1  # time of the last on_bar: later fills at it are single arrivals
         self._n_ids = 0
+        self._qty_memo: dict[int, float] = {}  # whole lots m -> round(m × lot, lot_dec)
         # state
         self.lots: list[_Lot] = []
         self.orders: dict[str, _Ord] = {}
         self.open_cids: list[str] = []  # resting opening orders
-        self.stop_cids: dict[FillSide, list[str]] = {FillSide.LONG: [], FillSide.SHORT: []}
-        self.stage1_done = {FillSide.LONG: False, FillSide.SHORT: False}
+        self.stop_cids: dict[FillSide, list[str]] = {_FS_LONG: [], _FS_SHORT: []}
+        self.stage1_done = {_FS_LONG: False, _FS_SHORT: False}
         self.halted = False
         self.blocked = False
         self.regime = int(Regime.NOISE)
@@ -433,7 +438,7 @@ class GridStrategyV4(Strategy):
             self.symbol,
             oside,
             qty,
-            type=OrderType.LIMIT,
+            type=_LIMIT,
             price=price,
             position_side=_PSIDE[side],
             label=lab,
@@ -505,7 +510,7 @@ class GridStrategyV4(Strategy):
         if not may_long or self.halted or self.blocked:
             return
         half = 0.5 * self.spacing
-        if any(lt.side == FillSide.LONG and abs(lt.price - close) < half for lt in self.lots):
+        if any(lt.side == _FS_LONG and abs(lt.price - close) < half for lt in self.lots):
             return
         if not self._level_affordable():
             return
@@ -515,10 +520,10 @@ class GridStrategyV4(Strategy):
         self._send_market(
             ctx,
             "open",
-            FillSide.LONG,
+            _FS_LONG,
             True,
             self.capital * self.p.order_frac / close,
-            _OPEN_LABEL[FillSide.LONG],
+            _OPEN_LABEL[_FS_LONG],
         )
 
     def _cancel(self, ctx: Context, cid: str | None) -> None:
@@ -555,7 +560,8 @@ class GridStrategyV4(Strategy):
             self._k = k + 1
             a, kama_v, er = self._atr[k], self._kama[k], self._er[k]
             reg, z, sigma = self._regime[k], self._z[k], self._sigma[k]
-        self._decided_ns = bar.close_ts_ns
+        cts = bar.close_ts_ns
+        self._decided_ns = cts
         p = self.p
         close = bar.close
         self.last_close = close
@@ -563,7 +569,8 @@ class GridStrategyV4(Strategy):
         if math.isnan(self.spacing) and a > 0.0:
             self.spacing = grid_spacing(a, close, p.spacing_atr_mult, p.spacing_floor_frac)
         # take-profits and stops of the fills this bar produced (step 3: stops)
-        self._flush(ctx)
+        if self._dirty:
+            self._flush(ctx)
         # 1. regime of the bar that just closed
         sides = _SIDES.get(reg)
         was_sides = _SIDES.get(self.regime)
@@ -572,21 +579,34 @@ class GridStrategyV4(Strategy):
         changed = sides != was_sides  # the active grids change
         self.regime = reg
         # self._record_gross(bar.close_ts_ns, close), inline
-        self.gross_ts_ns.append(bar.close_ts_ns)
+        self.gross_ts_ns.append(cts)
+        # one pass over the lots for the gross notional and the VaR gate's sums (step 7):
+        # nothing below changes the lots before the gate (fills are booked after on_bar), and
+        # each sum adds the same terms in the same order as its own loop
         lots = self.lots
+        q_long = q_short = upnl = 0
         if lots:
             g = 0
             for lt in lots:
-                g += lt.qty
+                q = lt.qty
+                g += q
+                sd = lt.side
+                if sd == _FS_LONG:
+                    q_long += q
+                elif sd == _FS_SHORT:
+                    q_short += q
+                upnl += sd * q * (close - lt.price)
             self.gross_usd.append(g * close)
         else:
             self.gross_usd.append(0.0)
         if not (a > 0.0) or math.isnan(sigma):
             return  # warm-up: no risk estimate, no grid
+        sw = self.sw
         # 2. circuit breaker
-        if self.sw["breaker"]:
+        if sw["breaker"]:
             was = self.halted
-            self.halted = cb_step(was, z, p.cb_halt_z, p.cb_resume_z)
+            # cb_step(was, z, p.cb_halt_z, p.cb_resume_z), inline
+            self.halted = not (z > p.cb_resume_z) if was else z < p.cb_halt_z
             if self.halted and not was:
                 self.counters.breaker_triggers += 1
                 self._cancel_opening(ctx)
@@ -596,33 +616,39 @@ class GridStrategyV4(Strategy):
                 self.counters.halted_bars += 1
         # 3. stops rest on the venue (placed on position changes); 4. liquidation: the account
         # 5. pruning
-        if self.sw["pruning"] and self.lots:
-            self._prune(ctx, close, kama_v, sigma, bar.close_ts_ns)
+        if sw["pruning"] and self.lots:
+            self._prune(ctx, close, kama_v, sigma, cts)
         # 6. trailing up
-        spacing = grid_spacing(a, close, p.spacing_atr_mult, p.spacing_floor_frac)
+        if 0.0 <= a < math.inf and 0.0 < close < math.inf:
+            # grid_spacing(a, close, ...), inline (its argument checks pass)
+            spacing = max(p.spacing_atr_mult * a, p.spacing_floor_frac * close)
+        else:
+            spacing = grid_spacing(a, close, p.spacing_atr_mult, p.spacing_floor_frac)
         trailed = False
-        if self.sw["trailing"] and not math.isnan(self.centre):
+        if sw["trailing"] and not math.isnan(self.centre):
             top = self.centre + p.levels_per_side * self.spacing  # highest level of the grid
-            shift = trail_shift(top, close, reg, er, p.trail_er_activation)
+            # trail_shift(top, close, reg, er, p.trail_er_activation), inline
+            if (reg != _UPTREND and reg != _BREAKOUT_UP) or not (
+                er > p.trail_er_activation and close > top
+            ):
+                shift = 0.0
+            else:
+                shift = (close - top) / 2.0
             if shift > 0.0:
                 self.anchor += shift
                 self.counters.trailing_shifts += 1
                 self.force_regen = trailed = True
         # 7. VaR gate on the worst one-sided exposure with a full side of the target grid
-        if self.sw["var_gate"]:
-            # _side_qty(LONG), _side_qty(SHORT) and _equity_est's unrealised PnL in one pass
-            # over the lots (same additions in the same order as the three sums)
-            q_long = q_short = upnl = 0
-            for lt in self.lots:
-                if lt.side == FillSide.LONG:
-                    q_long += lt.qty
-                elif lt.side == FillSide.SHORT:
-                    q_short += lt.qty
-                upnl += lt.side * lt.qty * (close - lt.price)
+        if sw["var_gate"]:
+            # _side_qty(LONG), _side_qty(SHORT) and _equity_est's unrealised PnL: summed above
             net_usd = (q_long - q_short) * close
             exposure = abs(net_usd) + p.levels_per_side * p.order_frac * self.capital
             equity = self.capital + self.realised_usd - self.fees_usd - self.funding_paid_usd + upnl
-            blocked = var_blocks(exposure, sigma, equity, p.max_drawdown_frac, p.var_z)
+            # var_blocks(exposure, sigma, equity, p.max_drawdown_frac, p.var_z), inline
+            if not equity > 0.0 or not sigma >= 0.0:
+                blocked = True
+            else:
+                blocked = abs(exposure) * p.var_z * sigma > p.max_drawdown_frac * equity
             if blocked and not self.blocked:
                 self.counters.var_blocks += 1
                 self._cancel_opening(ctx)
@@ -637,10 +663,10 @@ class GridStrategyV4(Strategy):
         if math.isnan(self.anchor):
             self.anchor = close
         geometry = self.force_regen or math.isnan(self.regen_px)
-        if not geometry and needs_regen(self.regen_px, close, spacing, False):
+        if not geometry and abs(close - self.regen_px) > spacing:  # needs_regen(...)
             geometry = True
         if geometry:
-            if reg == Regime.NOISE and not trailed and self.sw["recentre"]:
+            if reg == _NOISE and not trailed and sw["recentre"]:
                 self.anchor = close
             self._regen(ctx, close, spacing, sigma, True)
         elif changed:
@@ -661,7 +687,7 @@ class GridStrategyV4(Strategy):
             self.force_regen = False
             self.regen_px = close
             self.spacing = spacing
-            net = self._side_qty(FillSide.LONG) - self._side_qty(FillSide.SHORT)
+            net = self._side_qty(_FS_LONG) - self._side_qty(_FS_SHORT)
             q = inventory_q(net, close, self.capital, p.order_frac, p.levels_per_side)
             r = as_reservation_price(self.anchor, q, 100.0 * sigma, p.as_gamma, p.as_horizon_bars)
             # the skew is capped at the grid's width (L spacings) either way: with a volatile
@@ -683,17 +709,18 @@ class GridStrategyV4(Strategy):
         deployed = sum(lt.qty * lt.price for lt in self.lots)
         per_level = self.capital * p.order_frac
         for side, ok, levels in (
-            (FillSide.LONG, may_long, buys),
-            (FillSide.SHORT, may_short, sells),
+            (_FS_LONG, may_long, buys),
+            (_FS_SHORT, may_short, sells),
         ):
             if not ok:
                 continue
             n = affordable_levels(self.capital, deployed, p.order_frac, p.reserve_frac, len(levels))
             placed = 0
-            up = side == FillSide.SHORT
-            is_long = side == FillSide.LONG
+            up = side == _FS_SHORT
+            is_long = side == _FS_LONG
             half = 0.5 * spacing
             tick, tick_dec, lot, lot_dec = self.tick, self._tick_dec, self.lot, self._lot_dec
+            qmemo = self._qty_memo
             # the lots do not change during the regeneration (orders sent here arrive later):
             # this side's lot prices once; this side's resting orders in their order (the
             # first one within the tolerance of a level is kept, as a scan of all would)
@@ -716,8 +743,11 @@ class GridStrategyV4(Strategy):
                 # never cross the market: a buy must rest below the close, a sell above
                 if (px >= close) if is_long else (up and px <= close):
                     continue
-                # self._qty(per_level / px), inline
-                qty = round(math.floor(per_level / px / lot + 1e-9) * lot, lot_dec)
+                # self._qty(per_level / px), inline, round(m × lot, lot_dec) memoised by m
+                m = math.floor(per_level / px / lot + 1e-9)
+                qty = qmemo.get(m)
+                if qty is None:
+                    qty = qmemo[m] = round(m * lot, lot_dec)
                 if qty <= 0:
                     continue
                 # an order already resting near this level (same side) stays: no churn
@@ -735,9 +765,12 @@ class GridStrategyV4(Strategy):
                 keep.append(cid)
                 deployed += qty * px
                 placed += 1
-        for cid, _ in resting:
-            if cid not in kept:
-                self._cancel(ctx, cid)
+        cancel = ctx.cancel
+        orders = self.orders
+        for cid, o in resting:
+            if cid not in kept and orders.get(cid) is o and not o.cancelled:
+                o.cancelled = True  # self._cancel(ctx, cid), inline
+                cancel(cid)
         self.open_cids = keep
 
     def _prune(self, ctx: Context, close: float, kama_v: float, sigma: float, now: int) -> None:
@@ -752,30 +785,32 @@ class GridStrategyV4(Strategy):
         spacing = (
             self.spacing if self.spacing == self.spacing else close * self.p.spacing_floor_frac
         )
-        kw = dict(
-            price=close,
-            kama=kama_v,
-            sigma_price=close * sigma,
-            now_ns=now,
-            spacing=spacing,
-            grid_profit_usd=self.grid_profit_usd,
-        )
-        choice = choose_prune(
-            [lt.as_open_fill() for lt in live], profit_buffer_usd=0.0, params=self.p, **kw
-        )
+        sigma_price = close * sigma
+        gp = self.grid_profit_usd
+
+        def pick(lots: list[_Lot], buffer_usd: float, params: GridParams) -> PruneChoice | None:
+            return choose_prune(
+                [lt.as_open_fill() for lt in lots],
+                price=close,
+                kama=kama_v,
+                sigma_price=sigma_price,
+                now_ns=now,
+                spacing=spacing,
+                grid_profit_usd=gp,
+                profit_buffer_usd=buffer_usd,
+                params=params,
+            )
+
+        choice = pick(live, 0.0, self.p)
         if choice is None:
-            buffer = OFFSET_BUFFER_FRAC * self.grid_profit_usd - self.offset_spent_usd
-            stuck = [lt for lt in live if lt.side * (close - lt.price) < -spacing]
-            if buffer > 0.0 and stuck:
-                # rules 1-4 found nothing among all fills, so none can match among these; the
-                # funding rule is switched off here (its sum over a subset would differ)
-                choice = choose_prune(
-                    [lt.as_open_fill() for lt in stuck],
-                    profit_buffer_usd=buffer,
-                    params=self._offset_params,
-                    **kw,
-                )
-                live = stuck
+            buffer = OFFSET_BUFFER_FRAC * gp - self.offset_spent_usd
+            if buffer > 0.0:
+                stuck = [lt for lt in live if lt.side * (close - lt.price) < -spacing]
+                if stuck:
+                    # rules 1-4 found nothing among all fills, so none can match among these;
+                    # the funding rule is switched off here (its sum over a subset would differ)
+                    choice = pick(stuck, buffer, self._offset_params)
+                    live = stuck
         if choice is None:
             return
         lt = live[choice.index]
@@ -801,7 +836,7 @@ class GridStrategyV4(Strategy):
         fee = float(fill.fee_usd)
         self.fees_usd += fee
         self.traded_notional_usd += qty * px
-        if fill.label == TradeLabel.LIQUIDATION:
+        if fill.label == _LIQUIDATION:
             self.counters.liquidations += 1
             side = _SIDE_OF_PSIDE[fill.position_side]
             self._close_fifo(ctx, side, qty, px, fee)
@@ -840,10 +875,10 @@ class GridStrategyV4(Strategy):
         close = self.last_close
         for lt in self.lots:
             if lt.tp_cid is None and lt.side in self._dirty:
-                tp = self._px(lt.price + lt.side * self.spacing, up=lt.side == FillSide.LONG)
+                tp = self._px(lt.price + lt.side * self.spacing, up=lt.side == _FS_LONG)
                 # the close is already through the take-profit: it fills on arrival, at the
                 # close (taker); the stops leave this lot out
-                lt.exiting = tp <= close if lt.side == FillSide.LONG else tp >= close
+                lt.exiting = tp <= close if lt.side == _FS_LONG else tp >= close
                 lt.tp_cid = self._send_limit(
                     ctx, "tp", lt.side, False, lt.qty, tp, _TP_LABEL[lt.side], lot=lt
                 )
@@ -890,13 +925,11 @@ class GridStrategyV4(Strategy):
         if self.halted or self.blocked:
             return
         may_long, may_short = opening_sides(self.regime)
-        if not (may_long if lt.side == FillSide.LONG else may_short):
+        if not (may_long if lt.side == _FS_LONG else may_short):
             return
         px = lt.price
         close = self.last_close
-        if (lt.side == FillSide.LONG and px >= close) or (
-            lt.side == FillSide.SHORT and px <= close
-        ):
+        if (lt.side == _FS_LONG and px >= close) or (lt.side == _FS_SHORT and px <= close):
             return
         if not self._level_affordable():
             return
@@ -922,7 +955,7 @@ class GridStrategyV4(Strategy):
         if not a > 0.0:
             return
         p1, p2 = stop_prices(side, entry, a, self.p.stop_atr_mult, self.p.stop_stage2_mult)
-        up = side == FillSide.SHORT  # a short's stop is above: round it up (away from entry)
+        up = side == _FS_SHORT  # a short's stop is above: round it up (away from entry)
         qty = self._qty(qty)
         if not self.stage1_done[side]:
             q1 = qty if len(mine) <= 1 else self._qty(qty * self.p.stop_stage1_frac)
@@ -940,7 +973,7 @@ class GridStrategyV4(Strategy):
                 self.symbol,
                 _CLOSE_SIDE[side],
                 q,
-                type=OrderType.STOP_MARKET,
+                type=_STOP_MARKET,
                 stop_price=spx,
                 position_side=_PSIDE[side],
                 label=str(_STOP_LABEL[side]),
