@@ -18,7 +18,11 @@ string scans. These kernels load 8 bytes at once (one unaligned little-endian lo
 Each caller passes ``lim`` (bytes readable from ``buf``: an 8-byte load at ``p`` needs
 ``p + 8 <= lim``); within the last 7 bytes it finishes byte by byte, so the results never
 depend on bytes past a frame's ``end`` and equal the byte-wise reference exactly
-(``tests/test_collector.py`` compares both paths on fuzzed frames).
+(``tests/test_collector_scan.py`` compares both paths on fuzzed frames).
+
+Numba caches the collector's kernels keyed by ``collector.py``'s own timestamp, and these
+functions are inlined into them: after editing this module, touch ``collector.py`` (or
+delete its ``__pycache__/*.nbi``) so the kernels are compiled again.
 """
 
 from __future__ import annotations
