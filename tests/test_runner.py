@@ -700,6 +700,68 @@ def test_cli_run_paper_replays_a_real_capture(tmp_path: Path, monkeypatch) -> No
     assert (tmp_path / "data" / "paper-pd.sqlite").is_file()
 
 
+def _synthetic_capture(path: Path, *, spot: bool, seconds: int = 20) -> None:
+    """A Binance capture (``<recv ns> <combined-stream JSON>`` lines) of BTCUSDT: a book top
+    (29,999.9 / 30,000.1, 50 BTC a side) and a trade every 100 ms, and on the perp a
+    markPrice@1s frame every second predicting 0.1 % per 8 h (109.5 % a year)."""
+    t0 = 1_700_000_000_000  # ms
+    lines = []
+    for k in range(seconds * 10):
+        ms = t0 + 100 * k
+        book = {"u": 1000 + k, "s": "BTCUSDT", "b": "29999.9", "B": "50.0",
+                "a": "30000.1", "A": "50.0"}  # fmt: skip
+        if not spot:  # USD-M bookTicker carries the event and transaction times
+            book.update(e="bookTicker", T=ms, E=ms)
+        trade = {"e": "trade", "E": ms, "T": ms, "s": "BTCUSDT", "t": 5000 + k,
+                 "p": "30000.0", "q": "0.5", "m": k % 2 == 0}  # fmt: skip
+        frames = [("btcusdt@bookTicker", book), ("btcusdt@trade", trade)]
+        if not spot and k % 10 == 0:
+            mark = {"e": "markPriceUpdate", "E": ms, "s": "BTCUSDT", "p": "30000.00",
+                    "P": "30000.00", "i": "30000.00", "r": "0.00100000",
+                    "T": t0 + 8 * 3_600_000}  # fmt: skip
+            frames.append(("btcusdt@markPrice@1s", mark))
+        for stream, data in frames:
+            lines.append(f"{ms * 1_000_000 + 1} " + json.dumps({"stream": stream, "data": data}))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_cli_paper_replay_books_spot_buy_fees_in_the_coin_as_binance_does(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A replayed Binance capture pays Binance's fees the way the exchange takes them: a spot
+    buy's 0.1 % commission in BTC (``FeeModel.for_venue``), so the paper spot holding is
+    what a live account would hold. Hand-computed: buying q BTC leaves q − 0.001 q."""
+    perp, spot = tmp_path / "perp.txt", tmp_path / "spot.txt"
+    _synthetic_capture(perp, spot=False)
+    _synthetic_capture(spot, spot=True)
+    monkeypatch.chdir(tmp_path)
+    # VPIN buckets of two trades (one buy, one sell: VPIN 0), warm after 10
+    env = {
+        "PERPDESK_PATHS__DATA_DIR": str(tmp_path / "data"),
+        "PERPDESK_RUNNER__VPIN_BUCKET_USD": "30000",
+        "PERPDESK_RUNNER__VPIN_N_BUCKETS": "10",
+    }
+    args = ["run", "--paper", "--replay", str(perp), "--replay-spot", str(spot)]
+    args += ["--cycle-s", "0.05", "--max-cycles", "12", "--replay-rate", "20000"]
+    res = CliRunner().invoke(run_app, args, env=env)
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    con = sqlite3.connect(tmp_path / "data" / "ledger.sqlite")
+    fills = con.execute(
+        "SELECT symbol, side, qty_base, price, fee_usd, fee_qty_base FROM fills"
+    ).fetchall()
+    con.close()
+    buys = [f for f in fills if f[0] == "BTCUSDT.SPOT" and f[1] == "buy"]
+    assert buys, fills
+    for _, _, qty, price, fee_usd, fee_qty in buys:
+        q, fq = Decimal(str(qty)), Decimal(str(fee_qty))
+        assert fq == q * Decimal("0.001"), (q, fq)  # Binance spot VIP0, in the coin bought
+        assert Decimal(str(fee_usd)) == fq * Decimal(str(price))
+    with Ledger(f"sqlite:///{tmp_path / 'data' / 'ledger.sqlite'}") as led:
+        held = qty_by_symbol(led).get("BTCUSDT.SPOT", Decimal(0))
+    bought = sum(Decimal(str(b[2])) for b in buys)
+    assert held == bought * Decimal("0.999")
+
+
 class MovingSignals:
     """Funding 0 % (exit), and the market moves +4 % while the signals are being fetched —
     i.e. after the cycle valued the positions and before it sends the closes."""

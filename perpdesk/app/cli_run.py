@@ -228,10 +228,13 @@ def run_cmd(
             init_db(lurl)  # idempotent; a live ledger must be created with `perpdesk init-db`
         with Ledger(lurl) as ledger:
             if paper and replay is not None:  # paper on a recorded capture
+                # a Binance USD-M capture: Binance's own fee schedule, a spot buy's commission
+                # in the coin bought (FeeModel.for_venue), as on a live Binance account
                 venue: Any = DurablePaperVenue(
                     journal or data_dir / f"paper-{run_id}.sqlite",
                     paper_instruments("paper", pairs),
                     cfg.paper_cash_usd or cfg.bankroll_usd,
+                    costs=Costs(fees=FeeModel.for_venue("binanceusdm")),
                 )
                 await venue.open()
                 caps = [(replay, None)]
