@@ -545,8 +545,28 @@ class FakeBinanceUSDM:
                 ("GET", "/api/v3/openOrders"): self._spot_open_orders,
                 ("GET", "/api/v3/myTrades"): self._spot_my_trades,
                 ("GET", "/api/v3/account"): self._spot_account,
+                ("GET", "/sapi/v1/account/apiRestrictions"): lambda q: (
+                    200,
+                    dict(self.api_restrictions),
+                ),
             }
         )
+        # GET /sapi/v1/account/apiRestrictions: the fields of Binance's documented answer
+        # (https://developers.binance.com/docs/wallet/account/api-key-permission); a trading
+        # key bound to an IP, without withdrawals, until a test changes it
+        self.api_restrictions: dict[str, Any] = {
+            "ipRestrict": True,
+            "createTime": 1698645219000,
+            "enableInternalTransfer": False,
+            "enableFutures": True,
+            "enablePortfolioMarginTrading": False,
+            "enableVanillaOptions": False,
+            "permitsUniversalTransfer": False,
+            "enableReading": True,
+            "enableSpotAndMarginTrading": True,
+            "enableWithdrawals": False,
+            "enableMargin": False,
+        }
         self.algo_orders: dict[int, dict[str, Any]] = {}
         self.trade_lists_dup_reversed = False
         # spot account: asset -> free units (locked = remainders of open orders, computed)

@@ -654,10 +654,27 @@ def test_audit_is_read_only_against_the_fake_exchange() -> None:
         assert all(
             checks[c] for c in ("connect", "markets", "balances", "positions", "open orders")
         )
-        assert "permissions" in checks
-        assert not any(key in detail or secret in detail for _, _, detail in rows)
+        detail = {name: d for name, _, d in rows}
+        assert checks["permissions"], rows
+        assert detail["permissions"] == (
+            "enableReading=True, enableFutures=True, enableWithdrawals=False, ipRestrict=True"
+        )
+        # a key that can withdraw fails the row (a trading key should not withdraw)
+        fake.api_restrictions["enableWithdrawals"] = True
+        rows2 = asyncio.run(main())
+        perm = [r for r in rows2 if r[0] == "permissions"]
+        assert perm == [
+            (
+                "permissions",
+                False,
+                "enableReading=True, enableFutures=True, enableWithdrawals=True, "
+                "ipRestrict=True (withdrawals enabled: use a key without them)",
+            )
+        ]
+        assert not any(key in d or secret in d for _, _, d in rows + rows2)
         writes = [r for r in fake.requests if r.method in ("POST", "PUT", "DELETE")]
         assert [r.path for r in writes if "order" in r.path.lower()] == []
+        assert "/sapi/v1/account/apiRestrictions" in {r.path for r in fake.requests}
 
 
 def test_kill_switch_closes_held_pairs_and_opens_none(tmp_path: Path) -> None:
